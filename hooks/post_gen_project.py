@@ -1,0 +1,150 @@
+"""Finish the generated project: a private .env with fresh secrets, runnable scripts, next steps.
+
+Runs inside the generated project directory, under whatever Python runs cookiecutter, so it
+uses the standard library only. Secrets are made here, never asked for: they stay out of the
+cookiecutter context, the replay file, stdout and logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote
+
+# The answers as percent-encoded JSON, so no answer can break this file's syntax.
+ANSWERS: dict[str, object] = json.loads(
+    unquote("{{ cookiecutter | jsonify | urlencode }}")
+)
+
+SECRET_KEYS = (
+    "DB_ADMIN_PWD",
+    "DB_DATA_PWD",
+    "DB_APP_PWD",
+    "REDIS_PASSWORD",
+    "API_TOKEN",
+)
+ENV_LINE_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)")
+SKIP_DIRS = frozenset({".git", ".venv", "node_modules", ".mypy_cache", ".ruff_cache"})
+
+
+class HookError(Exception):
+    """A problem in the template itself; the message says which file to fix."""
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """KEY=VALUE pairs of an env file (comments and blank lines skipped); {} if it is missing."""
+    if not path.exists():
+        return {}
+    pairs = (
+        ENV_LINE_RE.fullmatch(line) for line in path.read_text("utf-8").splitlines()
+    )
+    return {m[1]: m[2] for m in pairs if m}
+
+
+def render_env(example: str, previous: dict[str, str]) -> str:
+    """.env.example with its blank secrets filled.
+
+    On a re-render over an existing project (overwrite), the old .env keeps its non-empty
+    secrets, so a running stack (database roles, Redis, API clients) keeps working; every other
+    value follows the new answers in .env.example, and keys the example does not have (added
+    by hand) are carried over at the end instead of being lost.
+    """
+    lines, seen = [], set()
+    for line in example.splitlines():
+        match = ENV_LINE_RE.fullmatch(line)
+        if match and match[1] in SECRET_KEYS:
+            if match[2].strip():
+                raise HookError(
+                    f".env.example sets {match[1]}; leave it blank (a value shared by every "
+                    "generated project is not a secret) and this hook fills it"
+                )
+            value = previous.get(match[1], "").strip() or secrets.token_urlsafe(32)
+            line = f"{match[1]}={value}"
+        if match:
+            seen.add(match[1])
+        lines.append(line)
+    missing = [key for key in SECRET_KEYS if key not in seen]
+    if missing:
+        raise HookError(
+            f".env.example has no {', '.join(k + '=' for k in missing)} line"
+        )
+    extra = [f"{key}={value}" for key, value in previous.items() if key not in seen]
+    if extra:
+        lines += ["", "# Kept from the previous .env (not in .env.example):", *extra]
+    return "\n".join(lines) + "\n"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write via a 0600 temporary file and rename, so the secrets are never world-readable."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def write_env(project: Path) -> None:
+    example = project / ".env.example"
+    if not example.exists():
+        raise HookError(
+            f"{example} is missing; the template must provide it to build .env"
+        )
+    env = project / ".env"
+    write_private(env, render_env(example.read_text("utf-8"), read_env(env)))
+
+
+def project_files(project: Path, pattern: str) -> Iterator[Path]:
+    """Files matching pattern anywhere in the project, skipping caches and virtualenvs."""
+    for root, dirs, files in os.walk(project):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
+        yield from (Path(root) / name for name in files if Path(name).match(pattern))
+
+
+def make_executable(path: Path) -> None:
+    """Add x wherever r is set: cookiecutter does not keep modes across git and zip checkouts."""
+    mode = path.stat().st_mode
+    path.chmod(mode | ((mode & 0o444) >> 2))
+
+
+def fix_scripts(project: Path) -> None:
+    """Shell scripts run in Linux containers: LF endings (a CRLF checkout breaks them) and +x."""
+    for script in project_files(project, "*.sh"):
+        data = script.read_bytes()
+        if b"\r\n" in data:
+            script.write_bytes(data.replace(b"\r\n", b"\n"))
+        make_executable(script)
+    for script in (project / "deploy" / "local").glob("*.py"):
+        make_executable(script)
+
+
+def print_next_steps(project: Path) -> None:
+    base = f"http://localhost:{ANSWERS['api_host_port']}"
+    print(
+        f"\nCreated {project}\n\nNext steps:\n"
+        f"  cd {ANSWERS['app_code']} && make up\n"
+        f"  API docs:  {base}/docs\n"
+        f"  ReDoc:     {base}/redoc\n"
+        f"  Status:    {base}/app/v1/status\n"
+        "  make test"
+    )
+
+
+def main() -> None:
+    project = Path.cwd()
+    try:
+        write_env(project)
+    except HookError as exc:
+        print(f"post_gen_project: {exc}", file=sys.stderr)
+        sys.exit(1)
+    fix_scripts(project)
+    print_next_steps(project)
+
+
+if __name__ == "__main__":
+    main()

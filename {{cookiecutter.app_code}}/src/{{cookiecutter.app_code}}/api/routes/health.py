@@ -1,0 +1,59 @@
+"""Liveness, identity and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from ... import __version__
+from ...db import DatabaseUnavailable, get_one
+from ...queue import redis_ok
+from ...worker.heartbeat import live_workers
+from ..deps import ArqDep, PoolDep, SettingsDep
+from ..schemas import Health, Info, Problem, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health, summary="Liveness: the process answers")
+async def health() -> Health:
+    """Touches no dependency, so a database outage does not get the API restarted."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/api/v1/info",
+    response_model=Info,
+    responses={503: {"model": Problem, "description": "PostgreSQL is unavailable"}},
+    summary="What runs here, and whether it reaches its database",
+)
+async def info(settings: SettingsDep, pool: PoolDep) -> Info:
+    await get_one(pool, "health.ping")
+    return Info(
+        app_code=settings.app_code, version=__version__, env=settings.env, database="connected"
+    )
+
+
+@router.get(
+    "/api/v1/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A component is not ready"}},
+    summary="Readiness: PostgreSQL, Redis and a live worker",
+)
+async def ready(settings: SettingsDep, pool: PoolDep, arq: ArqDep, response: Response) -> Readiness:
+    components: dict[str, str] = {}
+    try:
+        await get_one(pool, "health.ping")
+        components["postgres"] = "ok"
+    except DatabaseUnavailable as exc:
+        components["postgres"] = f"unavailable: {exc}"
+    if await redis_ok(arq):
+        components["redis"] = "ok"
+        workers = await live_workers(arq, settings.app_code)
+        components["worker"] = f"ok ({workers} live)" if workers else "no worker heartbeat in 10 s"
+    else:
+        components["redis"] = "unavailable: no answer to PING"
+        components["worker"] = "unknown: Redis is unavailable"
+    ok = all(v.startswith("ok") for v in components.values())
+    if not ok:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Readiness(status="ready" if ok else "not ready", components=components)

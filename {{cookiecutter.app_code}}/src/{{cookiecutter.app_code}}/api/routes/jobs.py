@@ -1,0 +1,113 @@
+"""Submit jobs and read their records."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from ...db import get_one
+from ...db.ledger import BadCursor, Cursor, list_jobs
+from ...jobs import JOBS
+from ...queue import DuplicateJob, submit
+from ..deps import ArqDep, PoolDep, SettingsDep, require_token
+from ..schemas import JOB_ID_PATTERN, JobPage, JobRecord, JobSubmit, Problem, Status
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": Problem, "description": "PostgreSQL or Redis is unavailable; retry later"}
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobRecord,
+    dependencies=[Depends(require_token)],
+    responses={
+        401: {"model": Problem, "description": "Missing or wrong bearer token"},
+        409: {"model": Problem, "description": "The job id was used before"},
+        422: {"description": "Invalid job id, function or params"},
+        **UNAVAILABLE,
+    },
+    summary="Submit a job",
+)
+async def submit_job(
+    body: JobSubmit, settings: SettingsDep, pool: PoolDep, arq: ArqDep, response: Response
+) -> Any:
+    """Queue `function(**params)` under the client's `job_id` (FIFO). The id is unique forever."""
+    try:
+        params = body.validated_params()
+    except ValidationError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            detail=[
+                {**e, "loc": ["body", "params", *e["loc"]], "input": None, "url": None}
+                for e in exc.errors(include_url=False, include_context=False)
+            ],
+        ) from None
+    try:
+        row = await submit(pool, arq, settings, body.job_id, body.function, params)
+    except DuplicateJob as exc:
+        return JSONResponse(
+            status_code=status.HTTP_409_CONFLICT,
+            content={
+                "detail": f"job id {exc.job_id!r} is already taken (status: {exc.status}); "
+                "every submission needs a new id",
+                "job_id": exc.job_id,
+                "status": exc.status,
+            },
+        )
+    response.headers["Location"] = f"/api/v1/jobs/{body.job_id}"
+    return jsonable_encoder(row)
+
+
+@router.get(
+    "",
+    response_model=JobPage,
+    responses={400: {"model": Problem, "description": "Bad cursor"}, **UNAVAILABLE},
+    summary="List jobs, newest first",
+)
+async def list_(
+    pool: PoolDep,
+    status_: Annotated[Status | None, Query(alias="status")] = None,
+    function: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[
+        str | None, Query(max_length=400, description="next_cursor of a page")
+    ] = None,
+) -> JobPage:
+    try:
+        cursor = Cursor.decode(before) if before else None
+    except BadCursor as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from None
+    if function is not None and function not in JOBS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            detail=f"unknown function {function!r}; known: {', '.join(sorted(JOBS))}",
+        )
+    rows, nxt = await list_jobs(pool, status=status_, function=function, before=cursor, limit=limit)
+    return JobPage(
+        jobs=[JobRecord.model_validate(r) for r in rows], next_cursor=nxt.encode() if nxt else None
+    )
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobRecord,
+    responses={404: {"model": Problem, "description": "No job with this id"}, **UNAVAILABLE},
+    summary="One job's record",
+)
+async def get_job(pool: PoolDep, job_id: str) -> Any:
+    import re
+
+    row = None
+    if re.fullmatch(JOB_ID_PATTERN, job_id) or job_id.startswith("cron:"):
+        row = await get_one(pool, "job.get", {"job_id": job_id})
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with id {job_id!r}")
+    return row

@@ -1,0 +1,113 @@
+"""Typed settings read from the environment and `.env`.
+
+The environment wins over `.env`, so compose (which sets DB_HOST=<app>-postgres and so on)
+and the native stack share one file. A missing required value fails at start with the
+variable's name, never later with a connection error.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+ENV_FILE = PROJECT_ROOT / ".env"
+APP_CODE = "{{ cookiecutter.app_code }}"
+SECRET_WORDS = ("PWD", "PASSWORD", "TOKEN", "SECRET")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=ENV_FILE,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    app_code: str = APP_CODE
+    env: Literal["dev", "test", "staging", "prod"] = "dev"
+    log_level: str = "INFO"
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = Field({{ cookiecutter.api_host_port }}, validation_alias=AliasChoices("API_PORT", "API_HOST_PORT"))
+    api_token: SecretStr
+    api_max_body_bytes: int = 64 * 1024
+
+    # PostgreSQL: DB_PORT (set by compose) wins over the published DB_HOST_PORT.
+    db_host: str = "127.0.0.1"
+    db_port: int = Field({{ cookiecutter.db_host_port }}, validation_alias=AliasChoices("DB_PORT", "DB_HOST_PORT"))
+    db_name: str = f"db_{APP_CODE}"
+    db_schema: str = APP_CODE
+    db_admin_user: str = f"{APP_CODE}_admin"
+    db_data_user: str = f"{APP_CODE}_data"
+    db_app_user: str = f"{APP_CODE}_app"
+    db_admin_pwd: SecretStr
+    db_data_pwd: SecretStr
+    db_app_pwd: SecretStr
+    db_pool_min_size: int = Field(1, ge=0)
+    db_pool_max_size: int = Field(10, ge=1)
+    db_connect_timeout: float = Field(3.0, gt=0)
+
+    # Redis: REDIS_PORT (set by compose) wins over the published REDIS_HOST_PORT.
+    redis_host: str = "127.0.0.1"
+    redis_port: int = Field({{ cookiecutter.redis_host_port }}, validation_alias=AliasChoices("REDIS_PORT", "REDIS_HOST_PORT"))
+    redis_password: SecretStr
+    redis_db: int = 0
+    redis_timeout: float = Field(2.0, gt=0)
+
+    # Worker and jobs
+    key_ttl_seconds: int = Field({{ cookiecutter.key_ttl_hours|int * 3600 }}, ge=60)
+    hello_cron: str = "{{ cookiecutter.hello_cron }}"
+    cleanup_cron: str = "{{ cookiecutter.cleanup_cron }}"
+    worker_poll_delay: float = Field(0.05, gt=0)
+    worker_max_jobs: int = Field(10, ge=1)
+    worker_job_timeout: int = Field(300, ge=1)
+    worker_max_tries: int = Field(5, ge=1)
+    worker_health_check_interval: int = Field(5, ge=1)
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.app_code}:queue"
+
+    def db_password(self, user: str) -> SecretStr:
+        """The password of one of the three roles, by role name."""
+        by_user = {
+            self.db_admin_user: self.db_admin_pwd,
+            self.db_data_user: self.db_data_pwd,
+            self.db_app_user: self.db_app_pwd,
+        }
+        try:
+            return by_user[user]
+        except KeyError:
+            raise ValueError(f"unknown role {user!r}; known: {', '.join(by_user)}") from None
+
+
+class SettingsError(RuntimeError):
+    """Raised with a message a person can act on."""
+
+
+def load_settings() -> Settings:
+    """Read settings, turning pydantic's report into one line per bad or missing variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = str(err["loc"][0]).upper() if err["loc"] else "?"
+            if err["type"] == "missing":
+                lines.append(f"{name} is not set: add it to {ENV_FILE} or the environment")
+            elif any(word in name for word in SECRET_WORDS):
+                lines.append(f"{name} is invalid: {err['msg']}")
+            else:
+                lines.append(f"{name}={err.get('input')!r} is invalid: {err['msg']}")
+        raise SettingsError("configuration error:\n  " + "\n  ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

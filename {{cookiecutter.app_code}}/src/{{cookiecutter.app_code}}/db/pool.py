@@ -1,0 +1,103 @@
+"""One psycopg `AsyncConnectionPool` per role, opened once at startup and closed at shutdown."""
+
+from __future__ import annotations
+
+import enum
+from types import TracebackType
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ..core.config import Settings
+
+
+class Role(enum.StrEnum):
+    """The three database roles; each process uses the least it needs."""
+
+    ADMIN = "admin"  # bootstrap, migrations, tests
+    DATA = "data"  # the worker
+    APP = "app"  # the API
+
+
+class DatabaseUnavailable(RuntimeError):
+    """PostgreSQL cannot be reached or refused the connection; callers answer 503."""
+
+
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
+
+
+def conninfo(settings: Settings, role: Role) -> str:
+    """Connection string built by libpq's own rules, so any password character is safe."""
+    user = {
+        Role.ADMIN: settings.db_admin_user,
+        Role.DATA: settings.db_data_user,
+        Role.APP: settings.db_app_user,
+    }[role]
+    return make_conninfo(
+        host=settings.db_host,
+        port=settings.db_port,
+        dbname=settings.db_name,
+        user=user,
+        password=settings.db_password(user).get_secret_value(),
+        connect_timeout=max(1, round(settings.db_connect_timeout)),
+        application_name=f"{settings.app_code}-{role}",
+        # Queries name tables without a schema; the pool pins the search path.
+        options=f"-c search_path={settings.db_schema}",
+    )
+
+
+class Database:
+    """The pools of the roles a process uses. `async with Database(s, Role.APP) as db: ...`."""
+
+    def __init__(self, settings: Settings, *roles: Role) -> None:
+        self.settings = settings
+        self.pools: dict[Role, Pool] = {
+            role: AsyncConnectionPool(
+                conninfo(settings, role),
+                min_size=settings.db_pool_min_size,
+                max_size=settings.db_pool_max_size,
+                kwargs={"autocommit": True, "row_factory": dict_row},
+                connection_class=psycopg.AsyncConnection[DictRow],
+                timeout=settings.db_connect_timeout,
+                name=f"{settings.app_code}-{role}",
+                open=False,
+            )
+            for role in roles or tuple(Role)
+        }
+
+    def __getitem__(self, role: Role) -> Pool:
+        try:
+            return self.pools[role]
+        except KeyError:
+            opened = ", ".join(self.pools)
+            raise KeyError(
+                f"the {role} pool is not open in this process (open: {opened})"
+            ) from None
+
+    async def open(self, *, wait: bool = True) -> None:
+        """Open every pool; with `wait`, fail now with a clear error if PostgreSQL is not there."""
+        for role, pool in self.pools.items():
+            try:
+                await pool.open(wait=wait, timeout=self.settings.db_connect_timeout * 2)
+            except PoolTimeout as exc:
+                await self.close()
+                s = self.settings
+                raise DatabaseUnavailable(
+                    f"cannot connect to PostgreSQL at {s.db_host}:{s.db_port} as the {role} role "
+                    f"({s.db_name}): is the stack up (make up) and .env current?"
+                ) from exc
+
+    async def close(self) -> None:
+        for pool in self.pools.values():
+            await pool.close()
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

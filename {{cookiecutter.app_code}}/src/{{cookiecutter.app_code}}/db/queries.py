@@ -1,0 +1,86 @@
+"""Every named SQL statement of the service, in one place.
+
+Statements use named parameters (`%(name)s`), always bound by psycopg, never formatted in.
+Table names are unqualified: each pool pins `search_path` to the service's schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final, LiteralString
+
+QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
+    {
+        "health.ping": "SELECT 1 AS ok",
+        # The ledger
+        "job.insert": (
+            "INSERT INTO job (job_id, function, params, source) "
+            "VALUES (%(job_id)s, %(function)s, %(params)s, %(source)s) "
+            "RETURNING job_id, function, params, status, source, tries, enqueued_at, "
+            "started_at, finished_at, result, error, worker_id"
+        ),
+        "job.get": (
+            "SELECT job_id, function, params, status, source, tries, enqueued_at, started_at, "
+            "finished_at, result, error, worker_id FROM job WHERE job_id = %(job_id)s"
+        ),
+        # A worker starts a job. The upsert also records cron jobs and any job whose API
+        # transaction has not committed yet (the insert waits on the row, then updates it).
+        "job.start": (
+            "INSERT INTO job (job_id, function, params, source, status, tries, enqueued_at, "
+            "started_at, worker_id) "
+            "VALUES (%(job_id)s, %(function)s, %(params)s, %(source)s, 'in_progress', %(tries)s, "
+            "%(enqueued_at)s, now(), %(worker_id)s) "
+            "ON CONFLICT (job_id) DO UPDATE SET status = 'in_progress', tries = EXCLUDED.tries, "
+            "started_at = now(), finished_at = NULL, error = NULL, worker_id = EXCLUDED.worker_id"
+        ),
+        "job.succeed": (
+            "UPDATE job SET status = 'succeeded', result = %(result)s, error = NULL, "
+            "finished_at = now() WHERE job_id = %(job_id)s"
+        ),
+        "job.fail": (
+            "UPDATE job SET status = 'failed', error = %(error)s, finished_at = now() "
+            "WHERE job_id = %(job_id)s"
+        ),
+        # A retry is coming (arq will run the job again): back to queued, keep the error seen.
+        "job.requeue": (
+            "UPDATE job SET status = 'queued', error = %(error)s WHERE job_id = %(job_id)s"
+        ),
+        "job.count_by_status": "SELECT status, count(*) AS n FROM job GROUP BY status",
+        # The clean-up cron
+        "cleanup.cron_jobs": (
+            "DELETE FROM job WHERE source = 'cron' "
+            "AND enqueued_at < now() - make_interval(secs => %(ttl_seconds)s) RETURNING job_id"
+        ),
+        "cleanup.cron_hello": (
+            "DELETE FROM hello WHERE source = 'cron' "
+            "AND run_at < now() - make_interval(secs => %(ttl_seconds)s)"
+        ),
+        # The hello job
+        "hello.insert": (
+            "INSERT INTO hello (job_id, source, message) "
+            "VALUES (%(job_id)s, %(source)s, %(message)s) ON CONFLICT (job_id) DO NOTHING"
+        ),
+        "hello.get": "SELECT job_id, source, message, run_at FROM hello WHERE job_id = %(job_id)s",
+        "hello.recent_cron": (
+            "SELECT job_id, source, message, run_at FROM hello WHERE source = 'cron' "
+            "AND run_at > now() - make_interval(secs => %(seconds)s) ORDER BY run_at DESC"
+        ),
+    }
+)
+
+
+class UnknownQuery(KeyError):
+    """A query name that is not in QUERIES; the message lists the known ones."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def query(name: str) -> LiteralString:
+    """The SQL text registered under `name`."""
+    try:
+        return QUERIES[name]
+    except KeyError:
+        known = ", ".join(sorted(QUERIES))
+        raise UnknownQuery(f"unknown query {name!r}; known queries: {known}") from None

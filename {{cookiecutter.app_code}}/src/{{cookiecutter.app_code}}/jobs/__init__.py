@@ -1,0 +1,26 @@
+"""The registry of job functions, shared by the worker (what it runs) and the API (what it accepts).
+
+To add a job: copy `hello.py`, give it a params model and a class with one public `execute`,
+and add its `SPEC` to `JOBS` below. Cron-only jobs set `submittable=False`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+from . import cleanup, hello
+from .base import JobSpec
+
+JOBS: Final[Mapping[str, JobSpec]] = MappingProxyType(
+    {spec.name: spec for spec in (hello.SPEC, cleanup.SPEC)}
+)
+
+
+def submittable() -> list[str]:
+    """Names a client may submit through the API."""
+    return sorted(name for name, spec in JOBS.items() if spec.submittable)
+
+
+__all__ = ["JOBS", "JobSpec", "submittable"]
