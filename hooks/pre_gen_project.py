@@ -159,7 +159,10 @@ def validate(answers: dict[str, object]) -> list[str]:
         problems += check_text(name, text.get(name, ""))
     problems += check_ports({name: text.get(name, "") for name in PORT_KEYS})
     problems += check_ttl(text.get("key_ttl_hours", ""))
-    parse = load_cron_parser(repo_dir)
+    try:
+        parse = load_cron_parser(repo_dir)
+    except (OSError, ImportError) as exc:  # a broken template, not a bad answer
+        return [*problems, f"template: cannot load the cron parser: {exc}"]
     for name in CRON_KEYS:
         problems += check_cron(name, text.get(name, ""), parse)
     template = json.loads((repo_dir / "cookiecutter.json").read_text(encoding="utf-8"))

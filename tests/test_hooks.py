@@ -55,7 +55,7 @@ def copy_template(tmp_path: Path) -> Path:
     """A scratch copy of the template, for tests that need to change a template file."""
     copy = tmp_path / "template"
     shutil.copytree(
-        TEMPLATE, copy, ignore=shutil.ignore_patterns(".git", "__pycache__")
+        TEMPLATE, copy, ignore=shutil.ignore_patterns(".git", "*cache*", ".benchmarks")
     )
     return copy
 
@@ -289,3 +289,19 @@ def test_scripts_are_executable_with_lf_endings(cookies, tmp_path):
         assert script.stat().st_mode & stat.S_IXUSR, script
     for script in shell_scripts:
         assert b"\r\n" not in script.read_bytes(), script
+
+
+def test_missing_cron_parser_is_reported_as_a_template_error(cookies, capfd, tmp_path):
+    template = copy_template(tmp_path)
+    (
+        project_dir(template)
+        / "src"
+        / "{{cookiecutter.app_code}}"
+        / "worker"
+        / "cron.py"
+    ).unlink()
+
+    result = bake(cookies, {}, template)
+
+    assert isinstance(result.exception, FailedHookException)
+    assert "template: cannot load the cron parser" in capfd.readouterr().err

@@ -52,20 +52,27 @@ def say(message: str) -> None:
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, log: Path | None = None) -> None:
-    """Poll `check` with a progress line until it passes or `timeout` runs out."""
+    """Poll `check` until it passes or `timeout` runs out, showing the wait as it goes.
+
+    On a terminal one line counts up in place; in a log (CI) a dot is printed each second.
+    """
+    tty = sys.stdout.isatty()
     start = time.monotonic()
-    while True:
-        if check():
-            elapsed = time.monotonic() - start
-            print(f"\r[{PACKAGE}] waiting for {what} ... ok ({elapsed:.1f} s)   ", flush=True)
-            return
+    print(f"[{PACKAGE}] waiting for {what} ...", end="", flush=True)
+    dots = 0
+    while not check():
         elapsed = time.monotonic() - start
         if elapsed > timeout:
-            print(flush=True)
+            print(" timed out", flush=True)
             hint = f"; see {log}" if log else ""
             raise StackError(f"{what} did not become healthy within {timeout:.0f} s{hint}")
-        print(f"\r[{PACKAGE}] waiting for {what} ... {elapsed:4.1f} s", end="", flush=True)
+        if tty:
+            print(f"\r[{PACKAGE}] waiting for {what} ... {elapsed:4.1f} s", end="", flush=True)
+        elif int(elapsed) > dots:
+            dots = int(elapsed)
+            print(".", end="", flush=True)
         time.sleep(0.25)
+    print(f" ok ({time.monotonic() - start:.1f} s)", flush=True)
 
 
 # --- environment -----------------------------------------------------------------------------

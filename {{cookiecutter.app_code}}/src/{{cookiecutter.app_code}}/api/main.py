@@ -8,13 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..core.config import get_settings
 from ..core.logging import setup_logging
 from ..db import Database, DatabaseUnavailable, Role
 from ..queue import QueueUnavailable, connect
-from .routes import health, jobs
+from .routes import health, jobs, status
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ def create_app() -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(status.router)
+    app.mount("/static", StaticFiles(directory=status.STATIC_DIR), name="static")
 
     @app.exception_handler(DatabaseUnavailable)
     async def _db_down(request: Request, exc: DatabaseUnavailable) -> JSONResponse:

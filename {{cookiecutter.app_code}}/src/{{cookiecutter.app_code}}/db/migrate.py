@@ -347,7 +347,6 @@ _KNOWN_SETTINGS = {
     "CREATE_SCHEMAS",
     "CLEAN_DISABLED",
     "VALIDATE_MIGRATION_NAMING",
-    "VALIDATE_ON_MIGRATE",
     "EDITION",
     "LICENSE_KEY",
 }
@@ -415,6 +414,7 @@ class Config:
     placeholders: Mapping[str, str] = field(default_factory=dict, repr=False)
     placeholder_replacement: bool = True
     installed_by: str | None = None
+    create_schemas: bool = True
     # Extra libpq parameters (sslmode, ...); may hold an SSL key password, so not in repr.
     params: Mapping[str, str] = field(default_factory=dict, repr=False)
     ignored: tuple[str, ...] = ()
@@ -481,6 +481,7 @@ class Config:
             placeholders=placeholders,
             placeholder_replacement=replacement != "false",
             installed_by=env.get("FLYWAY_INSTALLED_BY") or None,
+            create_schemas=env.get("FLYWAY_CREATE_SCHEMAS", "true").strip().lower() != "false",
             params=params,
             ignored=tuple(sorted(ignored)),
         )
@@ -863,6 +864,8 @@ class _Session:
     user: str
     database: str
     where: str
+    # One ${flyway:timestamp} per run, like Flyway.
+    stamp: str = field(default_factory=lambda: dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S"))
 
 
 def _connect(config: Config, out: Out) -> Conn:
@@ -901,7 +904,8 @@ def _open(config: Config, out: Out) -> _Session:
             raise MigrationError(
                 "no default schema: set FLYWAY_SCHEMAS (the first one holds the history table)"
             )
-        out(f"Database: {config.display_url} (PostgreSQL {server_version})")
+        version = str(server_version).split(" ", 1)[0]
+        out(f"Database: {config.display_url} (PostgreSQL {version})")
         return _Session(
             conn,
             schema,
@@ -916,6 +920,7 @@ def _open(config: Config, out: Out) -> _Session:
 
 
 def _builtins(config: Config, session: _Session, m: Migration, stamp: str) -> dict[str, str]:
+    """Configured placeholders plus Flyway's built-in ones (names lower-cased)."""
     values = dict(config.placeholders)
     values.update(
         {
@@ -932,14 +937,13 @@ def _builtins(config: Config, session: _Session, m: Migration, stamp: str) -> di
 
 
 def _render(config: Config, session: _Session, migrations: Sequence[Migration]) -> dict[str, str]:
-    """Replaced text of each migration, keyed by script (all up front: an unknown placeholder
-    stops the run before anything is applied)."""
-    stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    """Replaced text of each migration, keyed by script. Callers render every pending file
+    before applying any, so an unknown placeholder stops the run with nothing applied."""
     texts: dict[str, str] = {}
     for m in migrations:
         text = m.read_text()
         if config.placeholder_replacement:
-            values = _builtins(config, session, m, stamp)
+            values = _builtins(config, session, m, session.stamp)
             text = replace_placeholders(text, values, filename=m.script)
         texts[m.script] = text
     return texts
@@ -984,6 +988,10 @@ def _prepare(session: _Session, config: Config, out: Out) -> None:
     conn = session.conn
     with conn.transaction():
         missing = [s for s in config.schemas if not _schema_exists(conn, s)]
+        if missing and not config.create_schemas:
+            raise MigrationError(
+                f'schema "{missing[0]}" does not exist and FLYWAY_CREATE_SCHEMAS is false'
+            )
         for schema in missing:
             out(f'Creating schema "{schema}" ...')
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
@@ -1112,10 +1120,13 @@ def _migrate_locked(
     started = time.perf_counter()
     _prepare(session, config, out)
     history = _read_history(session.conn, session.schema, session.table)
-    texts = _render(config, session, migrations)
+    # Only repeatables need their text now (their checksum is over the replaced text);
+    # applied versioned files are never rendered, as under Flyway.
+    texts = _render(config, session, [m for m in migrations if m.version is None])
     effective = _effective(migrations, texts)
     analysis = _analyse(migrations, history, effective, session.where)
     _raise(analysis.errors)
+    texts.update(_render(config, session, [m for m in analysis.pending if m.version is not None]))
     out(f"Successfully validated {_plural(len(migrations))}")
     for warning in analysis.warnings:
         out(f"WARNING: {warning}")
@@ -1165,7 +1176,7 @@ def _inspect(config: Config, out: Out) -> tuple[_Session, list[Migration], _Anal
     session = _open(config, out)
     try:
         history = _read_history(session.conn, session.schema, session.table)
-        texts = _render(config, session, migrations)
+        texts = _render(config, session, [m for m in migrations if m.version is None])
         analysis = _analyse(migrations, history, _effective(migrations, texts), session.where)
     except BaseException:
         session.conn.close()

@@ -41,7 +41,9 @@ def _cron_jobs(settings: Settings) -> list[CronJob]:
         jobs.append(
             cron(
                 tracked(JOBS[name]),
-                name=name,
+                # arq registers cron jobs beside the functions: a distinct name keeps the
+                # FIFO `hello` intact, and gives cron runs the ids `cron:<name>:<ms>`.
+                name=f"cron:{name}",
                 run_at_startup=at_startup,
                 unique=True,  # several workers: each tick runs once
                 timeout=settings.worker_job_timeout + 5,
