@@ -17,9 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 # The answers as percent-encoded JSON, so no answer can break this file's syntax.
-ANSWERS: dict[str, object] = json.loads(
-    unquote("{{ cookiecutter | jsonify | urlencode }}")
-)
+ANSWERS: dict[str, object] = json.loads(unquote("{{ cookiecutter | jsonify | urlencode }}"))
 
 SECRET_KEYS = (
     "DB_ADMIN_PWD",
@@ -40,9 +38,7 @@ def read_env(path: Path) -> dict[str, str]:
     """KEY=VALUE pairs of an env file (comments and blank lines skipped); {} if it is missing."""
     if not path.exists():
         return {}
-    pairs = (
-        ENV_LINE_RE.fullmatch(line) for line in path.read_text("utf-8").splitlines()
-    )
+    pairs = (ENV_LINE_RE.fullmatch(line) for line in path.read_text("utf-8").splitlines())
     return {m[1]: m[2] for m in pairs if m}
 
 
@@ -70,9 +66,7 @@ def render_env(example: str, previous: dict[str, str]) -> str:
         lines.append(line)
     missing = [key for key in SECRET_KEYS if key not in seen]
     if missing:
-        raise HookError(
-            f".env.example has no {', '.join(k + '=' for k in missing)} line"
-        )
+        raise HookError(f".env.example has no {', '.join(k + '=' for k in missing)} line")
     extra = [f"{key}={value}" for key, value in previous.items() if key not in seen]
     if extra:
         lines += ["", "# Kept from the previous .env (not in .env.example):", *extra]
@@ -92,9 +86,7 @@ def write_private(path: Path, text: str) -> None:
 def write_env(project: Path) -> None:
     example = project / ".env.example"
     if not example.exists():
-        raise HookError(
-            f"{example} is missing; the template must provide it to build .env"
-        )
+        raise HookError(f"{example} is missing; the template must provide it to build .env")
     env = project / ".env"
     write_private(env, render_env(example.read_text("utf-8"), read_env(env)))
 

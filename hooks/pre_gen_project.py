@@ -20,9 +20,7 @@ from urllib.parse import unquote
 
 # The answers as percent-encoded JSON. Percent-encoding leaves only letters, digits, "_.-~/"
 # and "%", so no answer (quotes, backslashes, newlines, ''') can break this file's syntax.
-ANSWERS: dict[str, object] = json.loads(
-    unquote("{{ cookiecutter | jsonify | urlencode }}")
-)
+ANSWERS: dict[str, object] = json.loads(unquote("{{ cookiecutter | jsonify | urlencode }}"))
 # The literal template folder; raw so Jinja does not render it into the answer.
 TEMPLATE_DIR = "{% raw %}{{cookiecutter.app_code}}{% endraw %}"
 
@@ -85,9 +83,7 @@ def check_text(name: str, value: str) -> list[str]:
     if bad:
         found = ", ".join(map(repr, bad))
         rule = 'one line without double quotes ("), backslashes or control characters'
-        return [
-            f"{name}: {value!r} contains {found}; use {rule} (it goes into TOML strings)"
-        ]
+        return [f"{name}: {value!r} contains {found}; use {rule} (it goes into TOML strings)"]
     return []
 
 

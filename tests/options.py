@@ -80,16 +80,12 @@ BAD_INPUTS: list[tuple[str, dict[str, str], tuple[str, ...]]] = [
     (
         "cron-5-fields",
         {"hello_cron": "*/10 * * * *"},
-        (
-            "hello_cron: expected 6 fields (second minute hour day month weekday), got 5",
-        ),
+        ("hello_cron: expected 6 fields (second minute hour day month weekday), got 5",),
     ),
     (
         "cron-step-70",
         {"hello_cron": "*/70 * * * * *"},
-        (
-            "hello_cron: field 'second' in '*/70 * * * * *': step 70 is out of range 1-59",
-        ),
+        ("hello_cron: field 'second' in '*/70 * * * * *': step 70 is out of range 1-59",),
     ),
     (
         "cron-hour-25",
@@ -145,3 +141,46 @@ NAMED_OPTION_SETS: dict[str, dict[str, str]] = {
     "rerender-new-port": {"api_host_port": "9000"},
     "python-3.9": {"python_version": "3.9"},
 }
+
+# (id, extra_context): bakes that get the full, slower checks (lint, type check, schemas).
+RENDER_OPTION_SETS: list[tuple[str, dict[str, str]]] = [
+    ("defaults", {}),
+    (
+        "billing42-other-ports-py313",
+        {
+            "app_code": "billing42",
+            "api_host_port": "9080",
+            "db_host_port": "9432",
+            "redis_host_port": "9379",
+            "python_version": "3.13",
+        },
+    ),
+    (
+        "app-code-20-chars-ttl-720",
+        {"app_code": "abcdefghij0123456789", "key_ttl_hours": "720"},
+    ),
+    (
+        "unicode-text-weekday-cron",
+        {
+            "project_name": "O'Brien's Café ''' 😀",
+            "author": "Zoë Ñ",
+            "description": "<b>&'",
+            "hello_cron": "0 */5 * * * *",
+            "cleanup_cron": "30 0 3 * * mon-fri",
+        },
+    ),
+]
+
+# (id, extra_context): bakes whose stack is started natively and whose own suite is run.
+STACK_OPTION_SETS: list[tuple[str, dict[str, str]]] = [
+    ("defaults", {}),
+    (
+        "jobs7-ports-8181-5433-6380",
+        {
+            "app_code": "jobs7",
+            "api_host_port": "8181",
+            "db_host_port": "5433",
+            "redis_host_port": "6380",
+        },
+    ),
+]

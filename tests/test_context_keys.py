@@ -16,9 +16,7 @@ from pathlib import Path
 import options
 
 TESTS = Path(__file__).resolve().parent
-KNOWN = set(
-    json.loads((TESTS.parent / "cookiecutter.json").read_text(encoding="utf-8"))
-)
+KNOWN = set(json.loads((TESTS.parent / "cookiecutter.json").read_text(encoding="utf-8")))
 REGISTRY_SUFFIXES = ("_OPTION_SETS", "_INPUTS", "_CONTEXTS")
 
 
@@ -28,11 +26,7 @@ def registered_contexts() -> Iterator[tuple[str, dict[str, object]]]:
         value = getattr(options, name)
         if not name.endswith(REGISTRY_SUFFIXES):
             continue
-        items = (
-            value.items()
-            if isinstance(value, dict)
-            else ((case[0], case[1]) for case in value)
-        )
+        items = value.items() if isinstance(value, dict) else ((case[0], case[1]) for case in value)
         for case_id, context in items:
             yield f"options.{name}[{case_id!r}]", context
 
@@ -62,10 +56,7 @@ def literal_contexts(path: Path) -> Iterator[tuple[str, list[object]]]:
         targets = node.targets if isinstance(node, ast.Assign) else []
         if isinstance(node, ast.AnnAssign):
             targets = [node.target]
-        if any(
-            isinstance(t, ast.Name) and t.id.endswith(REGISTRY_SUFFIXES)
-            for t in targets
-        ):
+        if any(isinstance(t, ast.Name) and t.id.endswith(REGISTRY_SUFFIXES) for t in targets):
             found.append(node)
     for value in found:
         if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "dict":

@@ -54,9 +54,7 @@ def secrets_of(project: Path) -> dict[str, str]:
 def copy_template(tmp_path: Path) -> Path:
     """A scratch copy of the template, for tests that need to change a template file."""
     copy = tmp_path / "template"
-    shutil.copytree(
-        TEMPLATE, copy, ignore=shutil.ignore_patterns(".git", "*cache*", ".benchmarks")
-    )
+    shutil.copytree(TEMPLATE, copy, ignore=shutil.ignore_patterns(".git", "*cache*", ".benchmarks"))
     return copy
 
 
@@ -67,12 +65,8 @@ def project_dir(template: Path) -> Path:
 # --- pre_gen_project: refusals
 
 
-@pytest.mark.parametrize(
-    ("case_id", "context", "expected"), BAD_INPUTS, ids=ids(BAD_INPUTS)
-)
-def test_bad_input_is_refused_with_a_clear_message(
-    cookies, capfd, case_id, context, expected
-):
+@pytest.mark.parametrize(("case_id", "context", "expected"), BAD_INPUTS, ids=ids(BAD_INPUTS))
+def test_bad_input_is_refused_with_a_clear_message(cookies, capfd, case_id, context, expected):
     result = bake(cookies, context)
 
     assert result.exit_code != 0
@@ -88,24 +82,18 @@ def test_bad_input_is_refused_with_a_clear_message(
     MANY_PROBLEMS_INPUTS,
     ids=ids(MANY_PROBLEMS_INPUTS),
 )
-def test_several_problems_give_one_line_each(
-    cookies, capfd, case_id, context, prefixes
-):
+def test_several_problems_give_one_line_each(cookies, capfd, case_id, context, prefixes):
     result = bake(cookies, context)
 
     assert isinstance(result.exception, FailedHookException)
-    lines = [
-        line for line in capfd.readouterr().err.splitlines() if PROBLEM_LINE.match(line)
-    ]
+    lines = [line for line in capfd.readouterr().err.splitlines() if PROBLEM_LINE.match(line)]
     assert [line.split(": ")[0] + ": " for line in lines] == list(prefixes)
 
 
 def test_every_prompt_has_a_refused_input():
     """The hook validates every answer: each prompt appears in at least one bad input."""
     refused = {key for _, context, _ in BAD_INPUTS for key in context}
-    refused.add(
-        "python_version"
-    )  # cookiecutter refuses it first; see the two tests below
+    refused.add("python_version")  # cookiecutter refuses it first; see the two tests below
     assert sorted(set(PROMPTS) - refused) == []
 
 
@@ -122,9 +110,7 @@ def test_unknown_python_version_from_replay_is_refused_by_the_hook(
     """A replay file skips cookiecutter's choice check; the hook still refuses it."""
     assert bake(cookies, {}).exit_code == 0
     replay_dir = Path(str(_cookiecutter_config_file)).parent / "cookiecutter_replay"
-    replay = json.loads(
-        (replay_dir / f"{TEMPLATE.name}.json").read_text(encoding="utf-8")
-    )
+    replay = json.loads((replay_dir / f"{TEMPLATE.name}.json").read_text(encoding="utf-8"))
     replay["cookiecutter"]["python_version"] = "3.9"
     replay_file = tmp_path / "bad.json"
     replay_file.write_text(json.dumps(replay), encoding="utf-8")
@@ -145,9 +131,7 @@ def test_unknown_python_version_from_replay_is_refused_by_the_hook(
 # --- good answers
 
 
-@pytest.mark.parametrize(
-    ("case_id", "context"), GOOD_OPTION_SETS, ids=ids(GOOD_OPTION_SETS)
-)
+@pytest.mark.parametrize(("case_id", "context"), GOOD_OPTION_SETS, ids=ids(GOOD_OPTION_SETS))
 def test_good_input_bakes(cookies, capfd, case_id, context):
     result = bake(cookies, context)
 
@@ -198,9 +182,7 @@ def test_env_secrets_are_fresh_url_safe_and_distinct(cookies):
     assert set(first.values()).isdisjoint(second.values())
 
 
-def test_secrets_stay_out_of_output_and_replay(
-    cookies, capfd, _cookiecutter_config_file
-):
+def test_secrets_stay_out_of_output_and_replay(cookies, capfd, _cookiecutter_config_file):
     result = bake(cookies, {})
     captured = capfd.readouterr()
     replay_dir = Path(str(_cookiecutter_config_file)).parent / "cookiecutter_replay"
@@ -213,9 +195,7 @@ def test_secrets_stay_out_of_output_and_replay(
         assert value not in json.dumps(result.context)
 
 
-def test_rerender_keeps_secrets_and_hand_added_keys(
-    tmp_path, _cookiecutter_config_file
-):
+def test_rerender_keeps_secrets_and_hand_added_keys(tmp_path, _cookiecutter_config_file):
     def render(context):
         return Path(
             cookiecutter(
@@ -279,9 +259,7 @@ def test_scripts_are_executable_with_lf_endings(cookies, tmp_path):
 
     project = bake(cookies, {}, template).project_path
 
-    assert (
-        project / "scripts" / "crlf-test.sh"
-    ).read_bytes() == b"#!/bin/sh\necho ok\n"
+    assert (project / "scripts" / "crlf-test.sh").read_bytes() == b"#!/bin/sh\necho ok\n"
     shell_scripts = list(project.rglob("*.sh"))
     local_scripts = list((project / "deploy" / "local").glob("*.py"))
     assert local_scripts
@@ -293,13 +271,7 @@ def test_scripts_are_executable_with_lf_endings(cookies, tmp_path):
 
 def test_missing_cron_parser_is_reported_as_a_template_error(cookies, capfd, tmp_path):
     template = copy_template(tmp_path)
-    (
-        project_dir(template)
-        / "src"
-        / "{{cookiecutter.app_code}}"
-        / "worker"
-        / "cron.py"
-    ).unlink()
+    (project_dir(template) / "src" / "{{cookiecutter.app_code}}" / "worker" / "cron.py").unlink()
 
     result = bake(cookies, {}, template)
 

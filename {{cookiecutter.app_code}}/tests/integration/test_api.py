@@ -59,8 +59,12 @@ def test_submit_without_token_is_401(api: httpx.Client, job_id: Callable[[str], 
         pytest.param({"job_id": "has space", "function": "hello"}, "job_id", id="id-with-space"),
         pytest.param({"job_id": "x" * 129, "function": "hello"}, "job_id", id="id-129-chars"),
         pytest.param({"job_id": "cron:mine", "function": "hello"}, "reserved", id="id-cron-prefix"),
-        pytest.param({"job_id": "ok-id", "function": "nope"}, "known: hello", id="unknown-function"),
-        pytest.param({"job_id": "ok-id", "function": "hello", "params": [1]}, "params", id="params-list"),
+        pytest.param(
+            {"job_id": "ok-id", "function": "nope"}, "known: hello", id="unknown-function"
+        ),
+        pytest.param(
+            {"job_id": "ok-id", "function": "hello", "params": [1]}, "params", id="params-list"
+        ),
         pytest.param(
             {"job_id": "ok-id", "function": "hello", "params": {"_job_id": "x"}},
             "reserved by arq",

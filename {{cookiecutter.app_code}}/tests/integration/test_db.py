@@ -1,4 +1,4 @@
-"""The database layer against the real server: every role, every verb, and what each role is refused."""
+"""The database layer on the real server: every role, every verb, what each role is refused."""
 
 from __future__ import annotations
 
@@ -74,7 +74,9 @@ async def test_put_many_get_one_get_many_execute_one(database: Database, rows: l
     assert await get_one(app, "job.get", {"job_id": "no-such-job"}) is None
 
     counts = await get_many(app, "job.count_by_status")
-    assert {"status": "queued"}.items() <= next(c for c in counts if c["status"] == "queued").items()
+    assert {"status": "queued"}.items() <= next(
+        c for c in counts if c["status"] == "queued"
+    ).items()
     assert sum(c["n"] for c in counts if c["status"] == "queued") >= 3
 
     touched = await execute_one(data, "job.succeed", {"job_id": rows[0], "result": Jsonb({})})
@@ -97,8 +99,11 @@ async def test_parameters_are_bound_not_formatted(database: Database) -> None:
 REFUSED = [
     pytest.param(Role.APP, "DELETE FROM job", id="app-cannot-delete-jobs"),
     pytest.param(Role.APP, "UPDATE job SET status = 'failed'", id="app-cannot-update-jobs"),
-    pytest.param(Role.APP, "INSERT INTO hello (job_id, source, message) VALUES ('x', 'api', 'x')",
-                 id="app-cannot-insert-hello"),
+    pytest.param(
+        Role.APP,
+        "INSERT INTO hello (job_id, source, message) VALUES ('x', 'api', 'x')",
+        id="app-cannot-insert-hello",
+    ),
     pytest.param(Role.APP, "CREATE TABLE sneaky (id int)", id="app-cannot-create-table"),
     pytest.param(Role.DATA, "CREATE TABLE sneaky (id int)", id="data-cannot-create-table"),
     pytest.param(Role.DATA, "ALTER TABLE job ADD COLUMN x int", id="data-cannot-alter"),
@@ -124,7 +129,9 @@ async def test_roles_cannot_read_another_schema(database: Database, role: Role) 
     other = f"other_{uuid.uuid4().hex[:8]}"
     async with database[Role.ADMIN].connection() as admin:
         await admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(other)))
-        await admin.execute(sql.SQL("CREATE TABLE {}.secret (v text)").format(sql.Identifier(other)))
+        await admin.execute(
+            sql.SQL("CREATE TABLE {}.secret (v text)").format(sql.Identifier(other))
+        )
     try:
         async with database[role].connection() as conn:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):

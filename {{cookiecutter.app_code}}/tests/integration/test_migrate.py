@@ -1,8 +1,9 @@
 """The native Flyway applier against a real PostgreSQL, one throwaway database per test.
 
-Only PostgreSQL is needed (not the whole stack), so these carry no marker. The server is taken
-from TEST_PG_HOST (127.0.0.1), TEST_PG_PORT (5432), TEST_PG_USER (postgres) and
-TEST_PG_PASSWORD (empty); the role must be allowed to create databases and roles. An
+Only PostgreSQL is needed (not the whole stack), so these carry no marker. The server is the
+project's own (DB_HOST, DB_HOST_PORT, DB_ADMIN_USER and DB_ADMIN_PWD from `.env`: the admin
+role owns the cluster that `make up` starts), unless TEST_PG_HOST, TEST_PG_PORT, TEST_PG_USER
+and TEST_PG_PASSWORD name another; the role must be allowed to create databases and roles. An
 unreachable server fails the tests instead of skipping them: a skipped test proves nothing.
 """
 
@@ -21,6 +22,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from {{ cookiecutter.app_code }}.core.config import load_settings
 from {{ cookiecutter.app_code }}.db.migrate import (
     Applied,
     Config,
@@ -33,10 +35,15 @@ from {{ cookiecutter.app_code }}.db.migrate import (
     validate,
 )
 
-HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
-PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
-USER = os.environ.get("TEST_PG_USER", "postgres")
-PASSWORD = os.environ.get("TEST_PG_PASSWORD", "")
+if "TEST_PG_HOST" in os.environ or "TEST_PG_PORT" in os.environ:
+    HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
+    PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
+    USER = os.environ.get("TEST_PG_USER", "postgres")
+    PASSWORD = os.environ.get("TEST_PG_PASSWORD", "")
+else:
+    _settings = load_settings()
+    HOST, PORT = _settings.db_host, _settings.db_port
+    USER, PASSWORD = _settings.db_admin_user, _settings.db_admin_pwd.get_secret_value()
 SCHEMA = "app"
 PROJECT_SQL = Path(__file__).resolve().parents[2] / "deploy" / "db-deploy" / "sql"
 
@@ -66,14 +73,15 @@ def server() -> str:
         with psycopg.connect(conninfo("postgres"), connect_timeout=5) as conn:
             conn.execute("SELECT 1")
     except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {HOST}:{PORT} as {USER!r} "
-            f"({' '.join(str(exc).split())}). These tests need a real server: start one, or "
-            "point TEST_PG_HOST, TEST_PG_PORT, TEST_PG_USER and TEST_PG_PASSWORD at one whose "
-            "role may create databases.",
-            pytrace=False,
-        )
-    return conninfo("postgres")
+        reason = " ".join(str(exc).split())
+    else:
+        return conninfo("postgres")
+    pytest.fail(
+        f"PostgreSQL is not reachable at {HOST}:{PORT} as {USER!r} ({reason}). These tests "
+        "need a real server: start one, or point TEST_PG_HOST, TEST_PG_PORT, TEST_PG_USER and "
+        "TEST_PG_PASSWORD at one whose role may create databases.",
+        pytrace=False,
+    )
 
 
 @pytest.fixture
@@ -376,6 +384,8 @@ def test_placeholders_are_replaced(db_name: str, sql_dir: Path) -> None:
     assert seen["percent"] == "%s %% %"
     # A versioned migration records the checksum of the raw text, placeholders unreplaced.
     assert history(db_name)[-1][5] == checksum(v1.read_bytes())
+    # An applied versioned file is not rendered again: its placeholders may be gone.
+    assert run(db_name, sql_dir)[0] == []
 
 
 def test_unknown_placeholder_is_an_error_naming_it(db_name: str, sql_dir: Path) -> None:

@@ -83,7 +83,7 @@ async def test_redis_client_and_database_confirm_the_job(
     # The ledger row turns `succeeded` just before arq stores the result: allow a moment.
     job = Job(jid, arq_redis, _deserializer=deserialize)
     deadline = time.monotonic() + 5
-    while (info := await job.result_info()) is None and time.monotonic() < deadline:
+    while (info := await job.result_info()) is None and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     assert info is not None and info.success is True
     assert info.result["message"] == "hello Grace: complete"
@@ -147,22 +147,26 @@ async def test_cron_hello_runs(database: Database, settings: Settings) -> None:
     wait = (second_tick - now).total_seconds() + 5
     if wait > 120:
         pytest.skip(f"HELLO_CRON={settings.hello_cron!r} ticks less often than every minute")
-    seen = await _wait_for_cron_row(database, since=now - timedelta(seconds=1), timeout=wait)
+    seen = await _wait_for_cron_row(database, since=now - timedelta(seconds=1), within=wait)
     assert seen["job_id"].startswith("cron:hello:")
     ledger = await get_one(database[Role.APP], "job.get", {"job_id": seen["job_id"]})
     assert ledger is not None
-    assert (ledger["function"], ledger["source"], ledger["status"]) == ("hello", "cron", "succeeded")
+    assert (ledger["function"], ledger["source"], ledger["status"]) == (
+        "hello",
+        "cron",
+        "succeeded",
+    )
 
 
-async def _wait_for_cron_row(database: Database, since: datetime, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
+async def _wait_for_cron_row(database: Database, since: datetime, within: float) -> dict[str, Any]:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        rows = await get_many(database[Role.DATA], "hello.recent_cron", {"seconds": timeout + 5})
+        rows = await get_many(database[Role.DATA], "hello.recent_cron", {"seconds": within + 5})
         fresh = [r for r in rows if r["run_at"].replace(tzinfo=None) >= since]
         if fresh:
             return fresh[0]
         await asyncio.sleep(0.5)
-    pytest.fail(f"no cron hello row appeared within {timeout:.0f} s; is the worker running?")
+    pytest.fail(f"no cron hello row appeared within {within:.0f} s; is the worker running?")
 
 
 @pytest.mark.anyio

@@ -216,9 +216,9 @@ def test_discover_resolves_relative_locations_against_cwd(
 def test_placeholders_are_case_insensitive_and_replaced_everywhere() -> None:
     text = "GRANT USAGE ON SCHEMA ${SCHEMA} TO ${App_Role}; -- ${schema}\n"
     result = replace_placeholders(
-        text, {"schema": "aserv", "app_role": "aserv_app"}, filename="V1__x.sql"
+        text, {"schema": "acme", "app_role": "acme_app"}, filename="V1__x.sql"
     )
-    assert result == "GRANT USAGE ON SCHEMA aserv TO aserv_app; -- aserv\n"
+    assert result == "GRANT USAGE ON SCHEMA acme TO acme_app; -- acme\n"
 
 
 def test_placeholder_names_in_the_mapping_are_case_insensitive_too() -> None:
@@ -248,8 +248,8 @@ def test_text_without_placeholders_is_unchanged() -> None:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("jdbc:postgresql://127.0.0.1:5431/db_aserv", ("127.0.0.1", 5431, "db_aserv", {})),
-        ("jdbc:postgresql://aserv-postgres/db", ("aserv-postgres", 5432, "db", {})),
+        ("jdbc:postgresql://127.0.0.1:5431/db_acme", ("127.0.0.1", 5431, "db_acme", {})),
+        ("jdbc:postgresql://acme-postgres/db", ("acme-postgres", 5432, "db", {})),
         ("jdbc:postgresql://[::1]:6543/db", ("::1", 6543, "db", {})),
         ("jdbc:postgresql://h:1/my%20db", ("h", 1, "my db", {})),
         ("jdbc:postgresql:db", ("localhost", 5432, "db", {})),
@@ -281,14 +281,14 @@ def test_parse_jdbc_url_refuses(url: str) -> None:
 
 def env(**extra: str) -> dict[str, str]:
     base = {
-        "FLYWAY_URL": "jdbc:postgresql://db.example:5431/db_aserv?sslmode=verify-full&foo=1",
-        "FLYWAY_USER": "aserv_admin",
+        "FLYWAY_URL": "jdbc:postgresql://db.example:5431/db_acme?sslmode=verify-full&foo=1",
+        "FLYWAY_USER": "acme_admin",
         "FLYWAY_PASSWORD": "p@ss w'o\"rd=\\x",
-        "FLYWAY_SCHEMAS": "aserv, extra",
+        "FLYWAY_SCHEMAS": "acme, extra",
         "FLYWAY_LOCATIONS": "filesystem:/flyway/sql,filesystem:more",
         "FLYWAY_CONNECT_RETRIES": "30",
-        "FLYWAY_PLACEHOLDERS_SCHEMA": "aserv",
-        "FLYWAY_PLACEHOLDERS_DATA_ROLE": "aserv_data",
+        "FLYWAY_PLACEHOLDERS_SCHEMA": "acme",
+        "FLYWAY_PLACEHOLDERS_DATA_ROLE": "acme_data",
         "FLYWAY_OUT_OF_ORDER": "true",
         "PATH": "/usr/bin",
     }
@@ -299,13 +299,13 @@ def env(**extra: str) -> dict[str, str]:
 def test_config_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     config = Config.from_env(env())
-    assert (config.host, config.port, config.dbname) == ("db.example", 5431, "db_aserv")
-    assert config.user == "aserv_admin"
-    assert config.schemas == ("aserv", "extra")
+    assert (config.host, config.port, config.dbname) == ("db.example", 5431, "db_acme")
+    assert config.user == "acme_admin"
+    assert config.schemas == ("acme", "extra")
     assert config.locations == (Path("/flyway/sql"), tmp_path / "more")
     assert config.table == "flyway_schema_history"
     assert config.connect_retries == 30
-    assert dict(config.placeholders) == {"schema": "aserv", "data_role": "aserv_data"}
+    assert dict(config.placeholders) == {"schema": "acme", "data_role": "acme_data"}
     assert dict(config.params) == {"sslmode": "verify-full"}
     assert config.ignored == ("FLYWAY_OUT_OF_ORDER", "FLYWAY_URL parameter foo")
 
@@ -316,7 +316,7 @@ def test_config_conninfo_carries_any_password_and_repr_hides_it() -> None:
     assert params["password"] == "p@ss w'o\"rd=\\x"
     assert params["host"] == "db.example"
     assert params["port"] == "5431"
-    assert params["dbname"] == "db_aserv"
+    assert params["dbname"] == "db_acme"
     assert params["sslmode"] == "verify-full"
     assert config.table == "my_history"
     assert "p@ss" not in repr(config)
@@ -354,7 +354,7 @@ def test_config_refuses_bad_settings(changes: dict[str, str], message: str) -> N
 def test_lock_id_is_flyways() -> None:
     # The id Flyway takes for "public"."flyway_schema_history"; other tables get their own.
     assert lock_id("public", "flyway_schema_history") == 77433833903597
-    assert lock_id("aserv", "flyway_schema_history") != lock_id("public")
+    assert lock_id("acme", "flyway_schema_history") != lock_id("public")
 
 
 def test_main_reports_configuration_errors_on_one_line(

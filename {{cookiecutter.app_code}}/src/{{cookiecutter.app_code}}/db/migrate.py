@@ -194,13 +194,18 @@ def _java_hash(text: str) -> int:
     return h - (1 << 32) if h >= (1 << 31) else h
 
 
+def _quote(name: str) -> str:
+    """An identifier quoted the way Flyway prints and hashes it."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def lock_id(schema: str, table: str = DEFAULT_TABLE) -> int:
     """The advisory lock key Flyway takes for this history table, so the two paths exclude
     each other: the magic number plus the hash of the quoted `"schema"."table"`.
 
     For "public"."flyway_schema_history" this is 77433833903597.
     """
-    return LOCK_MAGIC_NUM + _java_hash(f'"{schema}"."{table}"')
+    return LOCK_MAGIC_NUM + _java_hash(f"{_quote(schema)}.{_quote(table)}")
 
 
 # --------------------------------------------------------------------------- discovery
@@ -912,7 +917,7 @@ def _open(config: Config, out: Out) -> _Session:
             config.table,
             config.installed_by or user,
             database,
-            f'"{schema}"."{config.table}"',
+            f"{_quote(schema)}.{_quote(config.table)}",
         )
     except BaseException:
         conn.close()
@@ -993,7 +998,7 @@ def _prepare(session: _Session, config: Config, out: Out) -> None:
                 f'schema "{missing[0]}" does not exist and FLYWAY_CREATE_SCHEMAS is false'
             )
         for schema in missing:
-            out(f'Creating schema "{schema}" ...')
+            out(f"Creating schema {_quote(schema)} ...")
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         if not _schema_exists(conn, session.schema):
             raise MigrationError(f'schema "{session.schema}" does not exist')
@@ -1008,7 +1013,7 @@ def _prepare(session: _Session, config: Config, out: Out) -> None:
                         None,
                         SCHEMA_MARKER_DESCRIPTION,
                         "SCHEMA",
-                        ",".join(f'"{s}"' for s in missing),
+                        ",".join(_quote(s) for s in missing),
                         None,
                         session.user,
                         0,
@@ -1019,7 +1024,7 @@ def _prepare(session: _Session, config: Config, out: Out) -> None:
 
 def _set_search_path(session: _Session, original: str) -> None:
     """Flyway puts the default schema first and keeps the original path after it."""
-    quoted = f'"{session.schema}"'
+    quoted = _quote(session.schema)
     path = quoted if not original.strip() else f"{quoted},{original}"
     if original.startswith((session.schema + ",", quoted + ",")) or original in (
         session.schema,
@@ -1075,6 +1080,13 @@ def _effective(migrations: Sequence[Migration], texts: Mapping[str, str]) -> dic
     return {m.script: _checksum_text(texts[m.script]) for m in migrations if m.version is None}
 
 
+def _db_error(config: Config, exc: psycopg.Error) -> MigrationError:
+    """A database error outside a migration's SQL, on one line, password scrubbed."""
+    return MigrationError(
+        config.scrub(f"database error on {config.display_url}: " + " ".join(str(exc).split()))
+    )
+
+
 def _raise(errors: Sequence[str]) -> None:
     if errors:
         raise MigrationError("validate failed: " + " | ".join(errors))
@@ -1095,7 +1107,7 @@ def migrate(config: Config, *, out: Out = print) -> list[Applied]:
     try:
         session = _open(config, out)
     except psycopg.Error as exc:
-        raise MigrationError(config.scrub(" ".join(str(exc).split()))) from None
+        raise _db_error(config, exc) from None
     conn = session.conn
     key = lock_id(session.schema, session.table)
     try:
@@ -1109,7 +1121,7 @@ def migrate(config: Config, *, out: Out = print) -> list[Applied]:
             if not conn.closed and not conn.broken:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
     except psycopg.Error as exc:
-        raise MigrationError(config.scrub(" ".join(str(exc).split()))) from None
+        raise _db_error(config, exc) from None
     finally:
         conn.close()
 
@@ -1189,7 +1201,7 @@ def info(config: Config, *, out: Out = print) -> list[InfoRow]:
     try:
         session, _, analysis = _inspect(config, out)
     except psycopg.Error as exc:
-        raise MigrationError(config.scrub(" ".join(str(exc).split()))) from None
+        raise _db_error(config, exc) from None
     session.conn.close()
     out(f"Schema version: {analysis.current or '<< Empty Schema >>'}")
     headers = ("Category", "Version", "Description", "Type", "Installed On", "State")
@@ -1217,7 +1229,7 @@ def validate(config: Config, *, out: Out = print) -> None:
     try:
         session, migrations, analysis = _inspect(config, out)
     except psycopg.Error as exc:
-        raise MigrationError(config.scrub(" ".join(str(exc).split()))) from None
+        raise _db_error(config, exc) from None
     session.conn.close()
     errors = analysis.errors + [e + "; run migrate" for e in analysis.pending_errors]
     _raise(errors)

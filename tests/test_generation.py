@@ -1,0 +1,219 @@
+"""Generation: every option set bakes a complete, clean, lint-free project."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.options import GOOD_OPTION_SETS, RENDER_OPTION_SETS
+
+EXPECTED_FILES = [
+    ".env",
+    ".env.example",
+    ".gitignore",
+    ".dockerignore",
+    "Makefile",
+    "README.md",
+    "compose.yml",
+    "compose.override.yml",
+    "pyproject.toml",
+    "uv.lock",
+    "deploy/api/Dockerfile",
+    "deploy/worker/Dockerfile",
+    "deploy/postgres/bootstrap.sql",
+    "deploy/postgres/initdb.d/10-bootstrap.sh",
+    "deploy/db-deploy/sql/V1__job_ledger.sql",
+    "deploy/db-deploy/sql/V2__hello.sql",
+    "deploy/local/stack.py",
+    "src/{app}/__init__.py",
+    "src/{app}/core/config.py",
+    "src/{app}/api/main.py",
+    "src/{app}/api/routes/jobs.py",
+    "src/{app}/worker/settings.py",
+    "src/{app}/jobs/hello.py",
+    "src/{app}/db/helpers.py",
+    "src/{app}/db/migrate.py",
+    "src/{app}/queue.py",
+    "tests/integration/test_pipeline.py",
+]
+UNRENDERED = re.compile(r"\{\{\s*cookiecutter\.|\{%[^%]*cookiecutter")
+SKIP_DIRS = {
+    ".venv",
+    ".git",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    "__pycache__",
+}
+
+
+def text_files(root: Path):
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
+        for name in filenames:
+            path = Path(dirpath, name)
+            try:
+                yield path, path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                continue
+
+
+def bake(cookies, context: dict[str, str]) -> Path:
+    result = cookies.bake(extra_context=context)
+    assert result.exit_code == 0, result.exception
+    assert result.exception is None
+    return Path(result.project_path)
+
+
+def run(argv: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize(
+    ("context"), [c for _, c in GOOD_OPTION_SETS], ids=[i for i, _ in GOOD_OPTION_SETS]
+)
+def test_bake_is_complete_and_fully_rendered(cookies, context: dict[str, str]) -> None:
+    project = bake(cookies, context)
+    app = context.get("app_code", "aserv")
+    assert project.name == app
+    for rel in EXPECTED_FILES:
+        assert (project / rel.format(app=app)).is_file(), f"missing {rel}"
+    leftovers = [
+        str(p.relative_to(project)) for p, text in text_files(project) if UNRENDERED.search(text)
+    ]
+    assert leftovers == [], f"unrendered cookiecutter syntax in {leftovers}"
+    if app != "aserv":
+        spelled = [
+            str(p.relative_to(project)) for p, text in text_files(project) if "aserv" in text
+        ]
+        assert spelled == [], f"the default app code is hard-coded in {spelled}"
+        assert not any("aserv" in str(p) for p in project.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "context", [c for _, c in GOOD_OPTION_SETS], ids=[i for i, _ in GOOD_OPTION_SETS]
+)
+def test_toml_and_yaml_parse(cookies, context: dict[str, str]) -> None:
+    project = bake(cookies, context)
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert pyproject["project"]["name"] == context.get("app_code", "aserv")
+    tomllib.loads((project / "uv.lock").read_text())
+    for name in ("compose.yml", "compose.override.yml"):
+        assert isinstance(yaml.safe_load((project / name).read_text()), dict)
+    compose = yaml.safe_load((project / "compose.yml").read_text())
+    app = context.get("app_code", "aserv")
+    assert set(compose["services"]) == {
+        f"{app}-{s}" for s in ("api", "worker", "postgres", "redis", "db-deploy")
+    }
+    assert compose["name"] == app
+
+
+def test_env_is_git_ignored(cookies) -> None:
+    project = bake(cookies, {})
+    assert run(["git", "init", "-q"], project).returncode == 0
+    ignored = run(["git", "check-ignore", ".env", ".local/x", ".venv/x"], project)
+    assert ignored.returncode == 0, ignored.stderr
+    assert ignored.stdout.split() == [".env", ".local/x", ".venv/x"]
+    assert run(["git", "check-ignore", ".env.example"], project).returncode == 1
+
+
+def test_shell_scripts_end_lines_with_lf(cookies) -> None:
+    project = bake(cookies, {})
+    for script in project.rglob("*.sh"):
+        assert b"\r\n" not in script.read_bytes(), script
+        assert os.access(script, os.X_OK), f"{script} is not executable"
+
+
+@pytest.mark.parametrize(
+    "context",
+    [c for _, c in RENDER_OPTION_SETS],
+    ids=[i for i, _ in RENDER_OPTION_SETS],
+)
+def test_rendered_project_passes_its_linters_and_unit_tests(
+    cookies, context: dict[str, str], project_python: str
+) -> None:
+    project = bake(cookies, context)
+    for argv in (
+        [project_python, "-m", "ruff", "check", "."],
+        [project_python, "-m", "ruff", "format", "--check", "."],
+        [project_python, "-m", "mypy"],
+        [project_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit"],
+    ):
+        done = run(argv, project, PYTHONPATH="src")
+        assert done.returncode == 0, f"{' '.join(argv[2:])} failed:\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.mark.parametrize(
+    "context",
+    [c for _, c in RENDER_OPTION_SETS],
+    ids=[i for i, _ in RENDER_OPTION_SETS],
+)
+def test_compose_file_matches_the_compose_specification(
+    cookies, context: dict[str, str], tool
+) -> None:
+    project = bake(cookies, context)
+    for name in ("compose.yml", "compose.override.yml"):
+        done = run(
+            [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", name],
+            project,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_compose_keeps_secrets_out_and_ports_local(cookies) -> None:
+    project = bake(cookies, {})
+    compose = yaml.safe_load((project / "compose.yml").read_text())
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
+        env = service.get("environment", {})
+        for key, value in env.items():
+            if any(word in key for word in ("PWD", "PASSWORD", "TOKEN", "AUTH")):
+                assert str(value).startswith("${") and ":?" in str(value), f"{name}.{key}"
+    secrets = dict(
+        line.split("=", 1)
+        for line in (project / ".env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    text = (project / "compose.yml").read_text()
+    for key in (
+        "DB_ADMIN_PWD",
+        "DB_DATA_PWD",
+        "DB_APP_PWD",
+        "REDIS_PASSWORD",
+        "API_TOKEN",
+    ):
+        assert secrets[key] and secrets[key] not in text
+
+
+@pytest.mark.parametrize("service", ["api", "worker"])
+def test_dockerfiles_pass_hadolint(cookies, tool, service: str) -> None:
+    project = bake(cookies, {})
+    done = run([tool("hadolint"), f"deploy/{service}/Dockerfile"], project)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_lock_matches_pyproject_for_another_app_code(cookies, tool) -> None:
+    project = bake(cookies, {"app_code": "billing42"})
+    done = run(
+        [tool("uv"), "lock", "--check", "--offline"],
+        project,
+        UV_PYTHON_DOWNLOADS="never",
+    )
+    if done.returncode != 0 and "offline" in done.stderr.lower():
+        done = run([tool("uv"), "lock", "--check"], project, UV_PYTHON_DOWNLOADS="never")
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,190 @@
+"""Fixtures for the browser tests: the running API (`make up`), Debian's Chromium, a watched page.
+
+Playwright drives the system Chromium at /usr/bin/chromium; it never downloads a browser.
+Without that binary, or without the stack, the tests fail and say what to do; none is skipped.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Dialog,
+    Page,
+    Playwright,
+    ViewportSize,
+    sync_playwright,
+)
+
+from {{ cookiecutter.app_code }}.core.config import Settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+JOB_WAIT_SECONDS = 20.0
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 375, "height": 812}
+
+
+@pytest.fixture(scope="session")
+def base_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.api_port}"
+
+
+@pytest.fixture(scope="session")
+def api(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        try:
+            client.get("/health").raise_for_status()
+        except httpx.HTTPError as exc:
+            pytest.fail(
+                f"the API does not answer at {base_url}/health ({exc}): start the stack with "
+                "`make up` (or point API_HOST_PORT at a running one)",
+                pytrace=False,
+            )
+        yield client
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    """A prefix unique to this test run: every job id starts with it, and the page filters on it."""
+    return f"sp-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def submit(api: httpx.Client, settings: Settings, run_id: str) -> Callable[..., str]:
+    """Submit `function(**params)` under a fresh id `<run>-<name>-<random>`; returns the id."""
+    headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+
+    def _submit(name: str, params: dict[str, Any], function: str = "hello") -> str:
+        job_id = f"{run_id}-{name}-{uuid.uuid4().hex[:6]}"
+        response = api.post(
+            "/api/v1/jobs",
+            json={"job_id": job_id, "function": function, "params": params},
+            headers=headers,
+        )
+        assert response.status_code == 202, response.text
+        return job_id
+
+    return _submit
+
+
+@pytest.fixture
+def wait_for_job(api: httpx.Client) -> Callable[[str], dict[str, Any]]:
+    """Poll the API until the job is finished (bounded); returns its record."""
+
+    def wait(job_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + JOB_WAIT_SECONDS
+        record: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            response = api.get(f"/api/v1/jobs/{job_id}")
+            if response.status_code == 200:
+                record = response.json()
+                if record["status"] in ("succeeded", "failed"):
+                    return record
+            time.sleep(0.1)
+        pytest.fail(
+            f"job {job_id} did not finish within {JOB_WAIT_SECONDS:.0f} s "
+            f"(last seen: {record.get('status', 'not found')}); is the worker running? "
+            "(make status, make logs)"
+        )
+
+    return wait
+
+
+@pytest.fixture(scope="session")
+def pw() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(pw: Playwright) -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests drive Debian's Chromium "
+            "(install it with `apt-get install -y chromium`); they never download a browser",
+            pytrace=False,
+        )
+    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@dataclass
+class Watch:
+    """What a page did that it must not: dialogs (alert), CSP violations, script errors."""
+
+    dialogs: list[str] = field(default_factory=list)
+    csp: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    navigations: list[str] = field(default_factory=list)
+
+    def attach(self, page: Page) -> None:
+        def on_dialog(dialog: Dialog) -> None:
+            self.dialogs.append(f"{dialog.type}: {dialog.message}")
+            dialog.dismiss()
+
+        def on_console(message: ConsoleMessage) -> None:
+            if "Content Security Policy" in message.text:
+                self.csp.append(message.text)
+            elif message.type == "error":
+                self.errors.append(message.text)
+
+        page.on("dialog", on_dialog)
+        page.on("console", on_console)
+        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+        page.on(
+            "framenavigated",
+            lambda frame: self.navigations.append(frame.url) if frame == page.main_frame else None,
+        )
+
+    def assert_clean(self) -> None:
+        assert self.dialogs == [], f"the page opened dialogs (script ran): {self.dialogs}"
+        assert self.csp == [], f"Content-Security-Policy violations: {self.csp}"
+        assert self.errors == [], f"console errors: {self.errors}"
+
+
+@dataclass
+class Session:
+    page: Page
+    watch: Watch
+
+
+@pytest.fixture
+def session(browser: Browser, base_url: str) -> Iterator[Session]:
+    """A desktop-sized page on the API, watched for dialogs, CSP violations and errors."""
+    context = browser.new_context(base_url=base_url, viewport=DESKTOP)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    watch = Watch()
+    watch.attach(page)
+    try:
+        yield Session(page, watch)
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
