@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from tests.options import GOOD_OPTION_SETS, RENDER_OPTION_SETS
+from options import GOOD_OPTION_SETS, RENDER_OPTION_SETS
 
 EXPECTED_FILES = [
     ".env",

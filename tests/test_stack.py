@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.options import STACK_OPTION_SETS
+from options import STACK_OPTION_SETS
 
 
 def make(

@@ -1,4 +1,4 @@
-"""The status page: server-rendered HTML over the PostgreSQL ledger, refreshed live by a small script.
+"""The status page: server-rendered HTML over the PostgreSQL ledger, refreshed live by a script.
 
 `GET /app/v1/status` renders counts, the job table (filtered, cursor-paged), workers, cron
 schedules and a health line; `GET /app/v1/status/fragment` renders the same live sections
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/app", tags=["status page"], include_in_schema=False)
 
@@ -290,7 +293,8 @@ async def _redis_part(arq: ArqRedis, app_code: str, now: datetime) -> dict[str, 
             ms = await _timed(arq.ping())
             workers = await _workers(arq, app_code, now)
     except (OSError, TimeoutError, redis.exceptions.RedisError) as exc:
-        return {"redis": {"ok": False, "detail": f"unavailable ({type(exc).__name__})"}}
+        log.warning("status page: Redis: %r", exc)
+        return {"redis": {"ok": False, "detail": type(exc).__name__}}
     return {"redis": {"ok": True, "detail": f"{ms:.1f} ms"}, "workers": workers}
 
 
@@ -314,7 +318,9 @@ async def _database_part(
             part["next_query"] = filters.query(before=nxt.encode()) if nxt else None
         await _last_runs(pool, part["schedules"], now)
     except DatabaseUnavailable as exc:
-        part["postgres"] = {"ok": False, "detail": str(exc)}
+        # The reason (host, role, server message) goes to the log, not to an open page.
+        log.warning("status page: %s", exc)
+        part["postgres"] = {"ok": False, "detail": "unavailable"}
         return part
     part["postgres"] = {"ok": True, "detail": f"{ms:.1f} ms"}
     return part
@@ -403,7 +409,8 @@ async def _job_context(
     try:
         row = await get_one(pool, "job.get", {"job_id": job_id}) if len(job_id) <= 200 else None
     except DatabaseUnavailable as exc:
-        context["db_error"] = str(exc)
+        log.warning("job page: %s", exc)
+        context["db_error"] = True
         return context, 503
     if row is None:
         return context, 404
