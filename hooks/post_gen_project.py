@@ -91,6 +91,20 @@ def write_env(project: Path) -> None:
     write_private(env, render_env(example.read_text("utf-8"), read_env(env)))
 
 
+ANSWERS_FILE = ".cookiecutter.json"
+
+
+def write_answers(project: Path) -> None:
+    """The answers, in cookiecutter's replay format, so the project can be re-rendered.
+
+    Only the prompts' answers: no private keys (they come from the newer template on a
+    re-render), no machine paths, and no secrets (those were never in the context).
+    """
+    public = {key: value for key, value in ANSWERS.items() if not key.startswith("_")}
+    text = json.dumps({"cookiecutter": public}, indent=2, ensure_ascii=False)
+    (project / ANSWERS_FILE).write_text(text + "\n", encoding="utf-8")
+
+
 def project_files(project: Path, pattern: str) -> Iterator[Path]:
     """Files matching pattern anywhere in the project, skipping caches and virtualenvs."""
     for root, dirs, files in os.walk(project):
@@ -131,6 +145,7 @@ def main() -> None:
     project = Path.cwd()
     try:
         write_env(project)
+        write_answers(project)
     except HookError as exc:
         print(f"post_gen_project: {exc}", file=sys.stderr)
         sys.exit(1)

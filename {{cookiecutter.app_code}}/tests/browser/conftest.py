@@ -109,13 +109,15 @@ def wait_for_job(api: httpx.Client) -> Callable[[str], dict[str, Any]]:
     return wait
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: the sync API keeps an event loop running on the main thread while
+# it is open, and the async (anyio) tests of other directories need that thread's loop free.
+@pytest.fixture(scope="module")
 def pw() -> Iterator[Playwright]:
     with sync_playwright() as pw:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(pw: Playwright) -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(
