@@ -44,25 +44,6 @@ PHONE: ViewportSize = {"width": 375, "height": 812}
 
 
 @pytest.fixture(scope="session")
-def base_url(settings: Settings) -> str:
-    return f"http://127.0.0.1:{settings.api_port}"
-
-
-@pytest.fixture(scope="session")
-def api(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=10) as client:
-        try:
-            client.get("/health").raise_for_status()
-        except httpx.HTTPError as exc:
-            pytest.fail(
-                f"the API does not answer at {base_url}/health ({exc}): start the stack with "
-                "`make up` (or point API_HOST_PORT at a running one)",
-                pytrace=False,
-            )
-        yield client
-
-
-@pytest.fixture(scope="session")
 def run_id() -> str:
     """A prefix unique to this test run: every job id starts with it, and the page filters on it."""
     return f"sp-{uuid.uuid4().hex[:10]}"

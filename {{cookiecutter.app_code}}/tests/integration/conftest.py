@@ -22,25 +22,6 @@ JOB_WAIT_SECONDS = 20.0
 
 
 @pytest.fixture(scope="session")
-def base_url(settings: Settings) -> str:
-    return f"http://127.0.0.1:{settings.api_port}"
-
-
-@pytest.fixture(scope="session")
-def api(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=10) as client:
-        try:
-            client.get("/health").raise_for_status()
-        except httpx.HTTPError as exc:
-            pytest.fail(
-                f"the API does not answer at {base_url}/health ({exc}): start the stack with "
-                "`make up` (or point API_HOST_PORT at a running one)",
-                pytrace=False,
-            )
-        yield client
-
-
-@pytest.fixture(scope="session")
 def auth(settings: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
 
