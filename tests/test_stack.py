@@ -1,8 +1,9 @@
 """The generated stack for real: `make up` without Docker, the project's own suite, `make down`.
 
 Each bake starts a project-local PostgreSQL and Redis plus the worker and the API as local
-processes (this machine has no Docker engine), runs `make test` against them, and checks that
-`make down` leaves nothing running.
+processes (this machine has no Docker engine), runs `make test` against them (and, for the
+defaults, `make test-reliability`: faults, bad input, security), and checks that `make down`
+leaves nothing running.
 """
 
 from __future__ import annotations
@@ -107,6 +108,18 @@ def test_make_up_test_down_without_docker(
         assert suite.returncode == 0, f"the project's own suite failed:\n{logs(project)}"
         assert " passed" in suite.stdout and " failed" not in suite.stdout
         assert " skipped" not in suite.stdout, "the suite skipped tests: every test must run here"
+
+        if not context:  # the defaults bake: the fault, bad-input and security suite too
+            reliability = make(
+                project,
+                project_python,
+                "test-reliability",
+                "PYTEST_ARGS=-q -p no:cacheprovider",
+                timeout=900,
+            )
+            assert reliability.returncode == 0, f"make test-reliability failed:\n{logs(project)}"
+            assert " passed" in reliability.stdout and " failed" not in reliability.stdout
+            assert " skipped" not in reliability.stdout
     finally:
         down = make(project, project_python, "down", timeout=120)
     assert down.returncode == 0

@@ -95,18 +95,28 @@ def pidfile(name: str) -> Path:
     return RUN / f"{name}.pid"
 
 
+def alive(pid: int) -> bool:
+    """Whether `pid` runs; a child of this process that exited is reaped, not counted."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (the usual case: `up` has exited since)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def read_pid(name: str) -> int | None:
     try:
         pid = int(pidfile(name).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return pid
+    return pid if alive(pid) else None
 
 
 def stop_pid(name: str, pid: int, timeout: float = 15.0) -> None:
@@ -117,9 +127,7 @@ def stop_pid(name: str, pid: int, timeout: float = 15.0) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not alive(pid):
             return
         time.sleep(0.1)
     say(f"{name} (pid {pid}) ignored SIGTERM for {timeout:.0f} s: killing it")
@@ -482,6 +490,17 @@ def start_api(settings: Settings, env: dict[str, str]) -> None:
     wait_for("api", healthy, 30, LOGS / "api.log")
 
 
+def stop_service(name: str) -> None:
+    """Stop one part of the stack (the reliability tests do); `up` starts it again."""
+    if name == "postgres":
+        stop_postgres()
+        return
+    pid = read_pid(name)
+    if pid:
+        stop_pid(name, pid)
+    pidfile(name).unlink(missing_ok=True)
+
+
 # --- commands --------------------------------------------------------------------------------
 
 
@@ -504,7 +523,9 @@ def up(settings: Settings) -> None:
 
 
 def down(settings: Settings) -> None:
-    for name in ("api", "worker"):
+    # Extra processes with a pid file here (workers the tests start) go first.
+    extra = sorted(p.stem for p in RUN.glob("*.pid") if p.stem not in SERVICES)
+    for name in (*extra, "api", "worker"):
         pid = read_pid(name)
         if pid:
             say(f"{name}: stopping (pid {pid})")

@@ -13,12 +13,14 @@ from typing import Any
 
 import psycopg
 import redis.exceptions
-from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from psycopg.types.json import Jsonb
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from .core.config import Settings
 from .db import DatabaseUnavailable, get_one
+from .db.helpers import Conn
 from .db.pool import Pool
 
 
@@ -53,7 +55,15 @@ def deserialize(data: bytes) -> Any:
     return json.loads(data)
 
 
+# The worker rides out a Redis restart: a reconnect is retried with backoff (0.2 s doubling to
+# 1 s) for about a minute, and so is a command that fails mid-way, instead of arq's main loop
+# dying on the first ConnectionError. A longer outage still stops the worker (its supervisor
+# restarts it). A wrong password at start is not retried.
+WORKER_REDIS_RETRIES = 60
+
+
 def redis_settings(settings: Settings) -> RedisSettings:
+    """The worker's Redis settings (arq builds its pool from them)."""
     return RedisSettings(
         host=settings.redis_host,
         port=settings.redis_port,
@@ -62,22 +72,46 @@ def redis_settings(settings: Settings) -> RedisSettings:
         conn_timeout=max(1, round(settings.redis_timeout)),
         conn_retries=1,
         conn_retry_delay=0,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), WORKER_REDIS_RETRIES),
+        retry_on_error=[
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            ConnectionRefusedError,
+            ConnectionResetError,
+        ],
+    )
+
+
+def client(settings: Settings) -> ArqRedis:
+    """The API's Redis client; connects on first use, so it is made even while Redis is down.
+
+    Unlike the worker's, it never waits for Redis: a connect or a command that takes longer than
+    REDIS_TIMEOUT fails, so a request answers 503 at once instead of hanging. The pool reconnects
+    by itself on the next command once Redis is back.
+    """
+    return ArqRedis(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        password=settings.redis_password.get_secret_value(),
+        db=settings.redis_db,
+        socket_connect_timeout=settings.redis_timeout,
+        socket_timeout=settings.redis_timeout,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=settings.queue_name,
     )
 
 
 async def connect(settings: Settings) -> ArqRedis:
-    """The arq Redis pool, with the JSON serializer and the service's queue as default."""
-    try:
-        return await create_pool(
-            redis_settings(settings),
-            job_serializer=serialize,
-            job_deserializer=deserialize,
-            default_queue_name=settings.queue_name,
-        )
-    except (OSError, redis.exceptions.RedisError) as exc:
+    """`client`, checked with a PING: raises QueueUnavailable when Redis does not answer."""
+    arq = client(settings)
+    if not await redis_ok(arq):
+        await arq.aclose()
         raise QueueUnavailable(
-            f"cannot connect to Redis at {settings.redis_host}:{settings.redis_port}: {exc}"
-        ) from exc
+            f"cannot connect to Redis at {settings.redis_host}:{settings.redis_port} "
+            f"within {settings.redis_timeout:g} s"
+        )
+    return arq
 
 
 async def submit(
@@ -95,35 +129,38 @@ async def submit(
     its Redis keys expired; arq's own check refuses one whose keys still exist.
     """
     try:
-        async with db.connection() as conn, conn.transaction():
+        async with db.connection() as conn:
             try:
-                row = await get_one(
-                    conn,
-                    "job.insert",
-                    {
-                        "job_id": job_id,
-                        "function": function,
-                        "params": Jsonb(params),
-                        "source": "api",
-                    },
-                )
+                async with conn.transaction():
+                    row = await get_one(
+                        conn,
+                        "job.insert",
+                        {
+                            "job_id": job_id,
+                            "function": function,
+                            "params": Jsonb(params),
+                            "source": "api",
+                        },
+                    )
+                    try:
+                        job = await arq.enqueue_job(
+                            function, _job_id=job_id, _expires=settings.key_ttl_seconds, **params
+                        )
+                    except (OSError, redis.exceptions.RedisError) as exc:
+                        raise QueueUnavailable(f"Redis refused the job: {exc}") from exc
+                    if job is None:  # arq still holds keys for this id
+                        raise DuplicateJob(job_id, "queued")
             except psycopg.errors.UniqueViolation:
-                raise DuplicateJob(job_id, await _status(db, job_id)) from None
-            try:
-                job = await arq.enqueue_job(
-                    function, _job_id=job_id, _expires=settings.key_ttl_seconds, **params
-                )
-            except (OSError, redis.exceptions.RedisError) as exc:
-                raise QueueUnavailable(f"Redis refused the job: {exc}") from exc
-            if job is None:  # arq still holds keys for this id
-                raise DuplicateJob(job_id, "queued")
+                # Asked on this connection (the insert is rolled back): taking a second one
+                # while holding this would starve the pool under concurrent duplicates.
+                raise DuplicateJob(job_id, await _status(conn, job_id)) from None
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
     assert row is not None
     return row
 
 
-async def _status(db: Pool, job_id: str) -> str | None:
+async def _status(db: Pool | Conn, job_id: str) -> str | None:
     row = await get_one(db, "job.get", {"job_id": job_id})
     return None if row is None else str(row["status"])
 

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..core.config import get_settings
 from ..core.logging import setup_logging
 from ..db import Database, DatabaseUnavailable, Role
-from ..queue import QueueUnavailable, connect
+from ..db.pool import InvalidValue
+from ..queue import QueueUnavailable, client, redis_ok
+from .middleware import BodySizeLimit, SecurityHeaders
 from .routes import health, jobs, status
 
 log = logging.getLogger(__name__)
@@ -22,13 +29,24 @@ log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Open the API role's pool and the arq pool once; close them on shutdown."""
+    """Open the API role's pool and the arq pool once; close them on shutdown.
+
+    The API starts without PostgreSQL or Redis: /health answers, /api/v1/ready says what is
+    missing, submissions answer 503, and both pools connect by themselves once the server is
+    there. A restart loop would not bring a database back sooner.
+    """
     settings = get_settings()
     setup_logging(settings.log_level)
     app.state.settings = settings
     app.state.database = Database(settings, Role.APP)
     await app.state.database.open(wait=False)
-    app.state.arq = await connect(settings)
+    app.state.arq = client(settings)
+    if not await redis_ok(app.state.arq):
+        log.warning(
+            "Redis at %s:%s does not answer: submissions answer 503 until it does",
+            settings.redis_host,
+            settings.redis_port,
+        )
     try:
         yield
     finally:
@@ -67,7 +85,92 @@ def create_app() -> FastAPI:
             headers={"Retry-After": "2"},
         )
 
+    @app.exception_handler(InvalidValue)
+    async def _invalid_value(request: Request, exc: InvalidValue) -> JSONResponse:
+        return _unprocessable(f"{exc}; send text without NUL characters and numbers in range")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's answer, but echoing an input only when it is short and plain: a 64 KiB
+        # params object, NaN or a lone surrogate must not be sent back (or fail to be).
+        return JSONResponse(status_code=422, content={"detail": [_plain(e) for e in exc.errors()]})
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, RecursionError | ValueError):
+            # FastAPI's "There was an error parsing the body": a body that is not JSON, like
+            # the JSON syntax errors FastAPI answers with a 422, saying what was wrong.
+            return _unprocessable(_parse_error(cause), kind="json_invalid", loc=["body"])
+        if exc.status_code == 422 and isinstance(exc.detail, str):
+            # Every 422 has the documented shape (a list of errors), whoever raised it.
+            return _unprocessable(exc.detail)
+        return await http_exception_handler(request, exc)
+
+    app.add_middleware(BodySizeLimit, limit=settings.api_max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     return app
+
+
+ECHO_MAX_CHARS = 200
+
+
+def _unprocessable(
+    message: str, kind: str = "value_error", loc: list[str] | None = None
+) -> JSONResponse:
+    """A 422 in the shape FastAPI documents for every 422: a list of {loc, msg, type}."""
+    error = {"type": kind, "loc": loc or [], "msg": _text(message), "input": None}
+    return JSONResponse(status_code=422, content={"detail": [error]})
+
+
+def _text(value: object) -> str:
+    """Text that is sure to encode as UTF-8 (a lone surrogate becomes its escape)."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _echo(value: Any) -> Any:
+    """An input worth echoing: a short printable string or a plain number, else None."""
+    if isinstance(value, str):
+        return value if len(value) <= ECHO_MAX_CHARS and value.isprintable() else None
+    if isinstance(value, bool) or (isinstance(value, int) and abs(value) < 2**53):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return None
+
+
+def _plain(error: Mapping[str, Any]) -> dict[str, Any]:
+    """One validation error as JSON-safe values."""
+    plain = {k: v for k, v in error.items() if k not in {"ctx", "url"}}
+    plain["loc"] = [p if isinstance(p, int) else _text(p) for p in error.get("loc", ())]
+    plain["msg"] = _text(error.get("msg", "")) + _hint(error)
+    plain["input"] = _echo(error.get("input"))
+    ctx = error.get("ctx")
+    if isinstance(ctx, Mapping):
+        plain["ctx"] = {_text(k): _text(v) if _echo(v) is None else v for k, v in ctx.items()}
+    return plain
+
+
+def _hint(error: Mapping[str, Any]) -> str:
+    """What to do, for the errors about the body as a whole."""
+    if error.get("type") == "json_invalid":
+        return ": the body is not valid JSON; send a JSON object"
+    if tuple(error.get("loc", ())) == ("body",):
+        return (
+            ": send a JSON object with job_id, function and params, "
+            "with the header Content-Type: application/json"
+        )
+    return ""
+
+
+def _parse_error(cause: BaseException) -> str:
+    if isinstance(cause, RecursionError):
+        return "the JSON body is nested too deeply to parse: flatten params"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not UTF-8 ({cause.reason} at byte {cause.start}): send UTF-8 JSON"
+    if "digits" in str(cause):
+        return "the JSON body holds a number with too many digits: send it as a string"
+    return f"the JSON body could not be parsed ({cause}): send a JSON object"
 
 
 app = create_app()

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..jobs import JOBS, submittable
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 MAX_PARAMS_BYTES = 64 * 1024
+MAX_PARAMS_KEYS = 1000  # keys of every object in params, nested ones included
+MAX_PARAMS_DEPTH = 16  # params itself is level 1
 
 Status = Literal["queued", "in_progress", "succeeded", "failed"]
 
 
 class JobSubmit(BaseModel):
+    # A misspelt field ("parms") is an error, not a job run with default params.
+    model_config = ConfigDict(extra="forbid")
+
     job_id: str = Field(
         pattern=JOB_ID_PATTERN,
         description="Chosen by the client, unique forever: 1-128 characters, a letter or digit "
@@ -43,6 +49,7 @@ class JobSubmit(BaseModel):
     @field_validator("params")
     @classmethod
     def _params_shape(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_tree(value)
         size = len(json.dumps(value, separators=(",", ":")).encode())
         if size > MAX_PARAMS_BYTES:
             raise ValueError(f"params is {size} bytes as JSON; the limit is {MAX_PARAMS_BYTES}")
@@ -55,6 +62,50 @@ class JobSubmit(BaseModel):
         """Params checked against the job's own model (raises pydantic's ValidationError)."""
         model = JOBS[self.function].params.model_validate(self.params)
         return model.model_dump(exclude_unset=True)
+
+
+def _check_tree(params: dict[str, Any]) -> None:
+    """Depth, key count and text PostgreSQL can store, walked without recursion."""
+    keys = 0
+    todo: list[tuple[Any, int]] = [(params, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, str):
+            _check_text(node)
+            continue
+        if isinstance(node, float) and not math.isfinite(node):
+            raise ValueError("params may not hold NaN or Infinity (they are not JSON)")
+        if not isinstance(node, dict | list):
+            continue
+        if depth > MAX_PARAMS_DEPTH:
+            raise ValueError(
+                f"params nest deeper than {MAX_PARAMS_DEPTH} levels of objects and arrays: "
+                "flatten them"
+            )
+        if isinstance(node, dict):
+            keys += len(node)
+            if keys > MAX_PARAMS_KEYS:
+                raise ValueError(
+                    f"params hold more than {MAX_PARAMS_KEYS} keys (nested objects included): "
+                    "send fewer, or pass a reference to the data instead"
+                )
+            for key, item in node.items():
+                _check_text(key)
+                todo.append((item, depth + 1))
+        else:
+            todo.extend((item, depth + 1) for item in node)
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise ValueError("params may not contain the NUL character (\\u0000): remove it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "params hold a string that is not valid Unicode (a lone surrogate such as "
+            "\\ud800): send each character whole"
+        ) from None
 
 
 class JobRecord(BaseModel):

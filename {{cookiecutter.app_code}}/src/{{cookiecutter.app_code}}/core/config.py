@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field({{ cookiecutter.api_host_port }}, validation_alias=AliasChoices("API_PORT", "API_HOST_PORT"))
     api_token: SecretStr
-    api_max_body_bytes: int = 64 * 1024
+    # Larger bodies get a 413 before they are read. Twice the 64 KiB params limit
+    # (api/schemas.py), so pretty-printed JSON within that limit still gets through.
+    api_max_body_bytes: int = Field(128 * 1024, ge=1024)
 
     # PostgreSQL: DB_PORT (set by compose) wins over the published DB_HOST_PORT.
     db_host: str = "127.0.0.1"
@@ -51,14 +53,18 @@ class Settings(BaseSettings):
     db_app_pwd: SecretStr
     db_pool_min_size: int = Field(1, ge=0)
     db_pool_max_size: int = Field(10, ge=1)
-    db_connect_timeout: float = Field(3.0, gt=0)
+    # Connecting, and waiting for a pooled connection: with PostgreSQL down a request answers
+    # 503 after this long.
+    db_connect_timeout: float = Field(2.0, gt=0)
 
     # Redis: REDIS_PORT (set by compose) wins over the published REDIS_HOST_PORT.
     redis_host: str = "127.0.0.1"
     redis_port: int = Field({{ cookiecutter.redis_host_port }}, validation_alias=AliasChoices("REDIS_PORT", "REDIS_HOST_PORT"))
     redis_password: SecretStr
     redis_db: int = 0
-    redis_timeout: float = Field(2.0, gt=0)
+    # The API's connect and command timeout: with Redis down or hung a submission answers 503
+    # within this long.
+    redis_timeout: float = Field(1.0, gt=0)
 
     # Worker and jobs
     key_ttl_seconds: int = Field({{ cookiecutter.key_ttl_hours|int * 3600 }}, ge=60)

@@ -13,7 +13,7 @@ from typing import Any, TypeAlias
 import psycopg
 from psycopg.rows import DictRow
 
-from .pool import DatabaseUnavailable, Pool
+from .pool import DatabaseUnavailable, InvalidValue, Pool
 from .queries import query
 
 Conn: TypeAlias = psycopg.AsyncConnection[DictRow]
@@ -22,15 +22,21 @@ Params: TypeAlias = Mapping[str, Any] | None
 
 @asynccontextmanager
 async def connection(target: Pool | Conn) -> AsyncIterator[Conn]:
-    """`target` itself, or a connection from the pool (its errors become DatabaseUnavailable)."""
-    if isinstance(target, psycopg.AsyncConnection):
-        yield target
-        return
+    """`target` itself, or a connection from the pool.
+
+    A lost server becomes DatabaseUnavailable (503); a value PostgreSQL cannot take (a NUL
+    character in text or JSON, a number out of range) becomes InvalidValue (422).
+    """
     try:
-        async with target.connection() as conn:
-            yield conn
+        if isinstance(target, psycopg.AsyncConnection):
+            yield target
+        else:
+            async with target.connection() as conn:
+                yield conn
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"PostgreSQL is unavailable: {exc}".strip()) from exc
+    except psycopg.DataError as exc:
+        raise InvalidValue(f"PostgreSQL cannot store a value: {exc}".strip()) from exc
 
 
 async def get_one(target: Pool | Conn, name: str, params: Params = None) -> dict[str, Any] | None:

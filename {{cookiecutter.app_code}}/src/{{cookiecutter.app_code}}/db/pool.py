@@ -25,6 +25,11 @@ class DatabaseUnavailable(RuntimeError):
     """PostgreSQL cannot be reached or refused the connection; callers answer 503."""
 
 
+class InvalidValue(ValueError):
+    """PostgreSQL cannot take a value the caller sent (a NUL character, a number out of range);
+    callers answer 422."""
+
+
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
 
@@ -61,6 +66,13 @@ class Database:
                 kwargs={"autocommit": True, "row_factory": dict_row},
                 connection_class=psycopg.AsyncConnection[DictRow],
                 timeout=settings.db_connect_timeout,
+                # Checked (an empty query) when handed out: after a PostgreSQL restart the first
+                # request gets a fresh connection, not the dead one.
+                check=AsyncConnectionPool.check_connection,
+                # A failing reconnect gives up soon, so the next request starts a fresh attempt
+                # at once: the pool is back within a second or two of PostgreSQL, not after a
+                # backoff that grows with the length of the outage.
+                reconnect_timeout=max(5.0, 2 * settings.db_connect_timeout),
                 name=f"{settings.app_code}-{role}",
                 open=False,
             )

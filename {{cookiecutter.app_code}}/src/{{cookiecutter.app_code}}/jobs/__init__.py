@@ -10,11 +10,11 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from . import cleanup, hello
+from . import cleanup, hello, noop
 from .base import JobSpec
 
 JOBS: Final[Mapping[str, JobSpec]] = MappingProxyType(
-    {spec.name: spec for spec in (hello.SPEC, cleanup.SPEC)}
+    {spec.name: spec for spec in (hello.SPEC, cleanup.SPEC, noop.SPEC)}
 )
 
 
