@@ -151,3 +151,22 @@ def test_template_ci_runs_the_readme_command(tool) -> None:
     runs = [s.get("run", "") for s in yaml.safe_load(workflow.read_text())["jobs"]["nox"]["steps"]]
     assert command in runs
     assert "python3 -m nox" in (TEMPLATE / ".ci" / "run").read_text()
+
+
+SECRETS = {"DB_ADMIN_PWD", "DB_DATA_PWD", "DB_APP_PWD", "REDIS_PASSWORD", "API_TOKEN"}
+
+
+def test_readme_documents_every_variable_with_its_default(cookies) -> None:
+    project = bake(cookies, {"app_code": "billing42", "key_ttl_hours": "2"})
+    example = {}
+    for line in (project / ".env.example").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            example[key] = value.strip('"')
+    rows = dict(
+        re.findall(r"^\| `([A-Z_]+)` \| `([^`]*)` \|", (project / "README.md").read_text(), re.M)
+    )
+    assert set(example) <= set(rows), f"undocumented: {sorted(set(example) - set(rows))}"
+    for key, value in example.items():
+        expected = "generated" if key in SECRETS else value
+        assert rows[key] == expected, f"README says {key}={rows[key]!r}, .env.example {value!r}"

@@ -9,6 +9,7 @@ leaves nothing running.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -41,6 +42,12 @@ def logs(project: Path) -> str:
         lines = log.read_text(errors="replace").splitlines()[-30:]
         out.append(f"--- {log.name}\n" + "\n".join(lines))
     return "\n".join(out)
+
+
+def readme_block(project: Path, marker: str) -> str:
+    """The README's first ```shell block that contains `marker`."""
+    blocks = re.findall(r"```shell\n(.*?)```", (project / "README.md").read_text(), re.S)
+    return next(b for b in blocks if marker in b)
 
 
 def listening(port: int) -> bool:
@@ -107,6 +114,19 @@ def test_make_up_test_down_without_docker(
         )
         assert suite.returncode == 0, f"the project's own suite failed:\n{logs(project)}"
         assert " passed" in suite.stdout and " failed" not in suite.stdout
+
+        # The README's own "submit a job" commands, run as a reader would paste them.
+        block = readme_block(project, "TOKEN=")
+        pasted = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block + "\nsleep 1\n" + block.splitlines()[-1]],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert pasted.returncode == 0, pasted.stderr
+        assert '"status":"succeeded"' in pasted.stdout, pasted.stdout
         assert " skipped" not in suite.stdout, "the suite skipped tests: every test must run here"
 
         if not context:  # the defaults bake: the fault, bad-input and security suite too
