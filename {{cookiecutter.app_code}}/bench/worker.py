@@ -8,8 +8,8 @@ runs (same functions, ledger wrapper, start-up hooks, logging), with four overri
   bench workers never take the stack's;
 - `--poll-delay` / `--max-jobs`: the values under test (default: the service's settings);
 - `--ledger off`: the job functions without the ledger wrapper, to see what the ledger costs;
-- `--stock`: arq's own defaults (poll_delay 0.5 s, max_jobs 10, queue_read_limit 100, the
-  standard asyncio loop): the baseline the service is compared with.
+- `--stock`: arq as it comes: its defaults (poll_delay 0.5 s, max_jobs 10, queue_read_limit
+  100), the standard asyncio loop and arq's own one-job-at-a-time claim: the baseline.
 
 No cron jobs: the stack's worker runs those.
 """
@@ -28,11 +28,15 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from arq import func  # noqa: E402
 from arq.logs import default_log_config  # noqa: E402
-from arq.worker import Function, create_worker  # noqa: E402
+from arq.worker import Function, Worker, create_worker  # noqa: E402
 
 from {{ cookiecutter.app_code }}.jobs import JOBS, JobSpec  # noqa: E402
 from {{ cookiecutter.app_code }}.jobs.base import Ctx  # noqa: E402
-from {{ cookiecutter.app_code }}.worker.settings import SETTINGS, WorkerSettings  # noqa: E402
+from {{ cookiecutter.app_code }}.worker.settings import (  # noqa: E402
+    ARQ_START_JOBS,
+    SETTINGS,
+    WorkerSettings,
+)
 
 ARQ_STOCK = {"poll_delay": 0.5, "max_jobs": 10, "queue_read_limit": None}
 
@@ -62,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         # arq's own loop: the standard asyncio one, whatever the service's settings installed.
         asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
         asyncio.set_event_loop(asyncio.new_event_loop())
+        Worker.start_jobs = ARQ_START_JOBS  # type: ignore[method-assign]
     if args.poll_delay is not None:
         overrides["poll_delay"] = args.poll_delay
     if args.max_jobs is not None:

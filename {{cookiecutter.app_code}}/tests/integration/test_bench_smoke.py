@@ -1,0 +1,98 @@
+"""`make bench` works: a tiny run against the running stack writes a complete JSON report.
+
+A smoke test, not a benchmark: it checks that every phase ran and that every job's ledger row
+is right, never how fast anything was (timings on a shared machine are not test material).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--quick",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"bench/run.py failed:\n{result.stdout}\n{result.stderr}"
+    assert "results:" in result.stdout and "target " in result.stdout, result.stdout
+    data: dict[str, Any] = json.loads(out.read_text())
+    return data
+
+
+def test_the_report_names_the_machine_versions_and_settings(report: dict[str, Any]) -> None:
+    assert report["run_id"].startswith("bench-")
+    assert report["machine"]["cpu_count"] >= 1
+    assert report["machine"]["python"]
+    assert report["versions"]["arq"] and report["versions"]["psycopg"]
+    assert report["servers"]["postgresql"] and report["servers"]["redis"]
+    assert {"worker_poll_delay", "worker_max_jobs", "db_pool_max_size"} <= set(report["settings"])
+    assert report["parameters"]["quick"] is True
+    assert "errors" not in report, report.get("errors")
+
+
+def test_every_phase_ran_and_every_job_has_its_ledger_row(report: dict[str, Any]) -> None:
+    assert report["raw_enqueue"]["jobs_per_s"] > 0
+    api = report["api"]
+    assert api["accepted"] == api["requests"], api["statuses"]
+    assert api["p50_ms"] is not None and api["p99_ms"] is not None
+    assert api["stack_worker_ran_all"] is True
+    assert api["ledger"]["ok"] is True
+
+    drains = report["drain"]
+    assert set(drains) == {
+        "noop_1_worker_ledger_on",
+        "noop_2_workers_ledger_on",
+        "noop_1_worker_ledger_off",
+        "sleep_1_worker_ledger_on",
+        "sleep_2_workers_ledger_on",
+        "noop_1_worker_stock_arq",
+        "noop_1_worker_stock_arq_ledger_off",
+        "sleep_1_worker_stock_arq",
+    }
+    for name, drain in drains.items():
+        assert drain["jobs_per_s"] > 0, name
+        assert drain["ledger"]["ok"] is True, (name, drain["ledger"])
+    assert drains["noop_1_worker_ledger_off"]["ledger"]["rows_by_status"] == {}
+    assert drains["noop_1_worker_stock_arq_ledger_off"]["ledger"]["rows_by_status"] == {}
+    assert drains["noop_1_worker_ledger_on"]["ledger"]["rows_by_status"] == {
+        "succeeded": drains["noop_1_worker_ledger_on"]["jobs"]
+    }
+
+    latency = report["enqueue_to_start"]
+    assert latency["ledger"]["ok"] is True
+    assert latency["p50_ms"] is not None
+
+
+def test_memory_and_targets_are_reported(report: dict[str, Any]) -> None:
+    memory = report["memory"]
+    if report["machine"]["platform"].startswith("Linux"):
+        assert memory["rss_at_start_bytes"] > 0 and memory["rss_at_end_bytes"] > 0
+    assert memory["jobs_run"] > 0
+    names = " ".join(t["target"] for t in report["targets"])
+    for word in ("no-op drain", "25 ms jobs", "API submissions", "enqueue-to-start", "RSS"):
+        assert word in names
+    assert all(t["met"] in (True, False, None) for t in report["targets"])
