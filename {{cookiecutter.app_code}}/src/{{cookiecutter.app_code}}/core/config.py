@@ -52,9 +52,11 @@ class Settings(BaseSettings):
     db_data_pwd: SecretStr
     db_app_pwd: SecretStr
     db_pool_min_size: int = Field(1, ge=0)
-    # At least WORKER_MAX_JOBS: each running job may hold a connection, and the worker's
-    # ledger writer holds one while writes flow. The pools grow only as far as they are used.
-    db_pool_max_size: int = Field(20, ge=1)
+    # 10, though a worker runs 20 jobs: its ledger writer needs one connection and the jobs
+    # share the rest (a query holds one for milliseconds). Measured: at 20, an API whose pool
+    # had grown under load (`make bench`) answered 503 for over 5 s after a PostgreSQL restart
+    # (tests/reliability/test_outages.py); at 10 it recovered in time, and no slower.
+    db_pool_max_size: int = Field(10, ge=1)
     # Connecting, and waiting for a pooled connection: with PostgreSQL down a request answers
     # 503 after this long.
     db_connect_timeout: float = Field(2.0, gt=0)
