@@ -9,9 +9,11 @@ Standard library only: it runs under whatever Python runs cookiecutter.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import keyword
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -121,6 +123,26 @@ def check_python_version(value: str, choices: list[str]) -> list[str]:
     return [f"python_version: {value!r} is not offered: choose one of {offered}"]
 
 
+def template_root(repo_dir: str) -> Path:
+    """The template checkout as an absolute path.
+
+    `_repo_dir` is relative when cookiecutter is given a relative path (`cookiecutter .`),
+    and this hook runs in the new project's folder. Cookiecutter runs hooks from inside the
+    template folder, so its own working directory (Linux: /proc/<parent>/cwd) is the
+    template; elsewhere the relative path is resolved against the launching shell's $PWD.
+    """
+    path = Path(repo_dir)
+    if path.is_absolute():
+        return path
+    candidates = [Path(os.environ.get("PWD", ".")) / path]
+    with contextlib.suppress(OSError):
+        candidates.insert(0, Path(f"/proc/{os.getppid()}/cwd").resolve())
+    for candidate in candidates:
+        if (candidate / TEMPLATE_DIR).is_dir():
+            return candidate.resolve()
+    return path.resolve()
+
+
 def load_cron_parser(repo_dir: Path) -> Callable[[str], object]:
     """Load the project's own cron parser from the template checkout.
 
@@ -149,7 +171,7 @@ def check_cron(name: str, value: str, parse: Callable[[str], object]) -> list[st
 def validate(answers: dict[str, object]) -> list[str]:
     """Every problem with the answers, one line each; empty when all are good."""
     text = {key: str(value) for key, value in answers.items()}
-    repo_dir = Path(text["_repo_dir"])
+    repo_dir = template_root(text["_repo_dir"])
     problems = check_app_code(text.get("app_code", ""))
     for name in TEXT_KEYS:
         problems += check_text(name, text.get(name, ""))

@@ -216,3 +216,15 @@ def test_lock_matches_pyproject_for_another_app_code(cookies, tool) -> None:
     if done.returncode != 0 and "offline" in done.stderr.lower():
         done = run([tool("uv"), "lock", "--check"], project, UV_PYTHON_DOWNLOADS="never")
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("where", ["template", "parent"])
+def test_bakes_from_a_relative_template_path(tmp_path, monkeypatch, where: str) -> None:
+    """`cookiecutter .` from a clone (the README's local command) must work like a full path."""
+    from cookiecutter.main import cookiecutter
+
+    template = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(template if where == "template" else template.parent)
+    relative = "." if where == "template" else template.name
+    project = Path(cookiecutter(relative, no_input=True, output_dir=str(tmp_path)))
+    assert (project / ".env").is_file()
