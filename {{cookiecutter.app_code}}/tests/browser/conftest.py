@@ -6,7 +6,6 @@ Without that binary, or without the stack, the tests fail and say what to do; no
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +37,6 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-JOB_WAIT_SECONDS = 20.0
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 375, "height": 812}
 
@@ -65,29 +63,6 @@ def submit(api: httpx.Client, settings: Settings, run_id: str) -> Callable[..., 
         return job_id
 
     return _submit
-
-
-@pytest.fixture
-def wait_for_job(api: httpx.Client) -> Callable[[str], dict[str, Any]]:
-    """Poll the API until the job is finished (bounded); returns its record."""
-
-    def wait(job_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + JOB_WAIT_SECONDS
-        record: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            response = api.get(f"/api/v1/jobs/{job_id}")
-            if response.status_code == 200:
-                record = response.json()
-                if record["status"] in ("succeeded", "failed"):
-                    return record
-            time.sleep(0.1)
-        pytest.fail(
-            f"job {job_id} did not finish within {JOB_WAIT_SECONDS:.0f} s "
-            f"(last seen: {record.get('status', 'not found')}); is the worker running? "
-            "(make status, make logs)"
-        )
-
-    return wait
 
 
 # Module scope, not session: the sync API keeps an event loop running on the main thread while

@@ -33,13 +33,6 @@ from psycopg.rows import dict_row
 from {{ cookiecutter.app_code }}.core.config import Settings
 from {{ cookiecutter.app_code }}.worker.heartbeat import workers_key
 
-from ..integration import conftest as integration
-
-# Fixtures shared with the integration suite (api and base_url come from tests/conftest.py).
-auth = integration.auth
-job_id = integration.job_id
-wait_for_job = integration.wait_for_job
-
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "{{ cookiecutter.app_code }}"
 READY_WAIT_SECONDS = 30.0
