@@ -16,6 +16,7 @@ import redis.exceptions
 from arq.connections import ArqRedis, RedisSettings
 from psycopg.types.json import Jsonb
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
 from .core.config import Settings
@@ -63,10 +64,28 @@ WORKER_REDIS_RETRIES = 60
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
-    """The worker's Redis settings (arq builds its pool from them)."""
+    """The worker's Redis settings (arq builds its pool from them).
+
+    With REDIS_SENTINELS, arq asks the sentinels for the master and connects to it with the
+    password and TLS settings; it passes neither to the sentinels themselves, nor the retry
+    and timeout options below (arq 0.28), so a worker that loses its master exits and its
+    supervisor restarts it.
+    """
+    where: dict[str, Any] = (
+        {
+            "host": settings.redis_sentinel_hosts,
+            "sentinel": True,
+            "sentinel_master": settings.redis_sentinel_master,
+        }
+        if settings.redis_sentinels
+        else {"host": settings.redis_host, "port": settings.redis_port}
+    )
     return RedisSettings(
-        host=settings.redis_host,
-        port=settings.redis_port,
+        **where,
+        ssl=settings.redis_ssl,
+        ssl_ca_certs=settings.redis_ssl_ca_certs,
+        # A certificate must name the host we asked for (a sentinel's answer is an address).
+        ssl_check_hostname=settings.redis_ssl and not settings.redis_sentinels,
         password=settings.redis_password.get_secret_value(),
         database=settings.redis_db,
         conn_timeout=max(1, round(settings.redis_timeout)),
@@ -87,15 +106,33 @@ def client(settings: Settings) -> ArqRedis:
 
     Unlike the worker's, it never waits for Redis: a connect or a command that takes longer than
     REDIS_TIMEOUT fails, so a request answers 503 at once instead of hanging. The pool reconnects
-    by itself on the next command once Redis is back.
+    by itself on the next command once Redis is back. With REDIS_SENTINELS it asks the
+    sentinels where the master is (again after a failover), like the worker.
     """
+    options: dict[str, Any] = {
+        "password": settings.redis_password.get_secret_value(),
+        "db": settings.redis_db,
+        "socket_connect_timeout": settings.redis_timeout,
+        "socket_timeout": settings.redis_timeout,
+    }
+    if settings.redis_ssl:
+        options.update(
+            ssl=True,
+            ssl_ca_certs=settings.redis_ssl_ca_certs,
+            ssl_check_hostname=not settings.redis_sentinels,
+        )
+    if settings.redis_sentinels:
+        # The sentinels get the timeouts only (no password, no TLS), as arq gives the worker.
+        sentinel = Sentinel(settings.redis_sentinel_hosts, **options)  # type: ignore[no-untyped-call]
+        arq = sentinel.master_for(str(settings.redis_sentinel_master), redis_class=ArqRedis)
+        assert isinstance(arq, ArqRedis)
+        arq.job_serializer, arq.job_deserializer = serialize, deserialize
+        arq.default_queue_name = settings.queue_name
+        return arq
     return ArqRedis(
         host=settings.redis_host,
         port=settings.redis_port,
-        password=settings.redis_password.get_secret_value(),
-        db=settings.redis_db,
-        socket_connect_timeout=settings.redis_timeout,
-        socket_timeout=settings.redis_timeout,
+        **options,
         job_serializer=serialize,
         job_deserializer=deserialize,
         default_queue_name=settings.queue_name,
@@ -107,9 +144,17 @@ async def connect(settings: Settings) -> ArqRedis:
     arq = client(settings)
     if not await redis_ok(arq):
         await arq.aclose()
+        where = (
+            f"the master {settings.redis_sentinel_master!r} of the sentinels "
+            f"{settings.redis_sentinels}"
+            if settings.redis_sentinels
+            else f"Redis at {settings.redis_host}:{settings.redis_port}"
+        )
+        tls = (
+            " over TLS (REDIS_SSL=true; is REDIS_SSL_CA_CERTS right?)" if settings.redis_ssl else ""
+        )
         raise QueueUnavailable(
-            f"cannot connect to Redis at {settings.redis_host}:{settings.redis_port} "
-            f"within {settings.redis_timeout:g} s"
+            f"cannot connect to {where}{tls} within {settings.redis_timeout:g} s"
         )
     return arq
 

@@ -11,13 +11,23 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 ENV_FILE = PROJECT_ROOT / ".env"
 APP_CODE = "{{ cookiecutter.app_code }}"
 SECRET_WORDS = ("PWD", "PASSWORD", "TOKEN", "SECRET")
+# libpq's sslmode values (https://www.postgresql.org/docs/current/libpq-ssl.html).
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
 class Settings(BaseSettings):
@@ -60,6 +70,13 @@ class Settings(BaseSettings):
     # Connecting, and waiting for a pooled connection: with PostgreSQL down a request answers
     # 503 after this long.
     db_connect_timeout: float = Field(2.0, gt=0)
+    # TLS to PostgreSQL. `prefer` is libpq's own default: TLS when the server offers it, plain
+    # otherwise, so the local stack (no TLS) and a managed server (TLS) both work unchanged.
+    # It checks no certificate: in production set `verify-full` and DB_SSLROOTCERT.
+    db_sslmode: SslMode = "prefer"
+    # CA certificate file that signed the server's certificate, or `system` (the system's
+    # trusted roots). Needed by verify-ca and verify-full.
+    db_sslrootcert: str | None = None
 
     # Redis: REDIS_PORT (set by compose) wins over the published REDIS_HOST_PORT.
     redis_host: str = "127.0.0.1"
@@ -69,6 +86,15 @@ class Settings(BaseSettings):
     # The API's connect and command timeout: with Redis down or hung a submission answers 503
     # within this long.
     redis_timeout: float = Field(1.0, gt=0)
+    # TLS to Redis (`rediss://`): the server's certificate is checked against
+    # REDIS_SSL_CA_CERTS, or the system's trusted roots when that is not set.
+    redis_ssl: bool = False
+    redis_ssl_ca_certs: str | None = None
+    # Redis Sentinel: `host:port,host:port`, and the name of the monitored master. When set,
+    # the API and the worker ask the sentinels where the master is, and REDIS_HOST and
+    # REDIS_HOST_PORT are not used. REDIS_PASSWORD is the master's password.
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str | None = None
 
     # Worker and jobs
     key_ttl_seconds: int = Field({{ cookiecutter.key_ttl_hours|int * 3600 }}, ge=60)
@@ -84,6 +110,88 @@ class Settings(BaseSettings):
     worker_job_timeout: int = Field(300, ge=1)
     worker_max_tries: int = Field(5, ge=1)
     worker_health_check_interval: int = Field(5, ge=1)
+
+    @field_validator(
+        "db_sslrootcert",
+        "redis_ssl_ca_certs",
+        "redis_sentinels",
+        "redis_sentinel_master",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """`DB_SSLROOTCERT=` (as in .env.example) means not set."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("db_sslrootcert", "redis_ssl_ca_certs")
+    @classmethod
+    def _readable_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        postgres = info.field_name == "db_sslrootcert"
+        if value is None or (postgres and value == "system"):
+            return value
+        if not Path(value).is_file():
+            raise ValueError(
+                "no such file: give the path of the CA certificate (PEM) that signed the "
+                "server's certificate"
+                + (", or `system` for the system's trusted roots" if postgres else "")
+            )
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_list(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_hosts(value)
+        return value
+
+    @model_validator(mode="after")
+    def _tls_and_sentinel_agree(self) -> Settings:
+        problems = []
+        if self.db_sslmode in ("verify-ca", "verify-full") and self.db_sslrootcert is None:
+            problems.append(
+                f"DB_SSLMODE={self.db_sslmode} checks the server's certificate, but "
+                "DB_SSLROOTCERT is not set: set it to the CA file of your PostgreSQL provider, "
+                "or to `system` for the system's trusted roots"
+            )
+        if self.db_sslrootcert is not None and self.db_sslmode not in (
+            "require",
+            "verify-ca",
+            "verify-full",
+        ):
+            problems.append(
+                f"DB_SSLROOTCERT is set but DB_SSLMODE={self.db_sslmode} checks no certificate: "
+                "set DB_SSLMODE=verify-full (or verify-ca), or remove DB_SSLROOTCERT"
+            )
+        if self.redis_ssl_ca_certs is not None and not self.redis_ssl:
+            problems.append(
+                "REDIS_SSL_CA_CERTS is set but REDIS_SSL is false: set REDIS_SSL=true to use "
+                "TLS, or remove REDIS_SSL_CA_CERTS"
+            )
+        if (self.redis_sentinels is None) != (self.redis_sentinel_master is None):
+            given, missing = (
+                ("REDIS_SENTINELS", "REDIS_SENTINEL_MASTER")
+                if self.redis_sentinel_master is None
+                else ("REDIS_SENTINEL_MASTER", "REDIS_SENTINELS")
+            )
+            problems.append(
+                f"{given} is set but {missing} is not: Sentinel needs both (the sentinels as "
+                "host:port,host:port and the master's name), or neither"
+            )
+        if self.redis_sentinels is not None and self.redis_ssl_ca_certs is not None:
+            problems.append(
+                "REDIS_SSL_CA_CERTS cannot be used with REDIS_SENTINELS: arq builds the "
+                "worker's Sentinel connections without a CA file; install the CA in the "
+                "system's trust store (or point SSL_CERT_FILE at it) and remove "
+                "REDIS_SSL_CA_CERTS"
+            )
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
+
+    @property
+    def redis_sentinel_hosts(self) -> list[tuple[str, int]]:
+        """REDIS_SENTINELS as (host, port) pairs; empty without Sentinel."""
+        return [] if self.redis_sentinels is None else parse_hosts(self.redis_sentinels)
 
     @property
     def queue_name(self) -> str:
@@ -102,6 +210,21 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown role {user!r}; known: {', '.join(by_user)}") from None
 
 
+def parse_hosts(text: str) -> list[tuple[str, int]]:
+    """`host:port,host:port` (IPv6 as `[::1]:26379`) as (host, port) pairs."""
+    hosts = []
+    for item in (part.strip() for part in text.split(",")):
+        host, sep, port = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"{item!r} is not host:port: list the sentinels as host:port,host:port "
+                "(for example sentinel-1:26379,sentinel-2:26379)"
+            )
+        hosts.append((host, int(port)))
+    return hosts
+
+
 class SettingsError(RuntimeError):
     """Raised with a message a person can act on."""
 
@@ -114,7 +237,9 @@ def load_settings() -> Settings:
         lines = []
         for err in exc.errors():
             name = str(err["loc"][0]).upper() if err["loc"] else "?"
-            if err["type"] == "missing":
+            if not err["loc"]:  # a check across variables: its message names them
+                lines.append(str(err["msg"]).removeprefix("Value error, "))
+            elif err["type"] == "missing":
                 lines.append(f"{name} is not set: add it to {ENV_FILE} or the environment")
             elif any(word in name for word in SECRET_WORDS):
                 lines.append(f"{name} is invalid: {err['msg']}")

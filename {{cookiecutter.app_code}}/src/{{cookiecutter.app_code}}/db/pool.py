@@ -50,6 +50,9 @@ def conninfo(settings: Settings, role: Role) -> str:
         application_name=f"{settings.app_code}-{role}",
         # Queries name tables without a schema; the pool pins the search path.
         options=f"-c search_path={settings.db_schema}",
+        # TLS (DB_SSLMODE, DB_SSLROOTCERT); make_conninfo leaves out a None.
+        sslmode=settings.db_sslmode,
+        sslrootcert=settings.db_sslrootcert,
     )
 
 
@@ -98,7 +101,9 @@ class Database:
                 s = self.settings
                 raise DatabaseUnavailable(
                     f"cannot connect to PostgreSQL at {s.db_host}:{s.db_port} as the {role} role "
-                    f"({s.db_name}): is the stack up (make up) and .env current?"
+                    f"({s.db_name}, DB_SSLMODE={s.db_sslmode}): is the stack up (make up) and "
+                    ".env current? (for a managed server: are DB_SSLMODE and DB_SSLROOTCERT "
+                    "right?)"
                 ) from exc
 
     async def close(self) -> None:
