@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -43,7 +45,7 @@ def test_rendered_workflow_is_valid_and_runs_the_make_targets(cookies, tool) -> 
     assert spec["permissions"] == {"contents": "read"}
     runs = [step["run"] for job in spec["jobs"].values() for step in job["steps"] if "run" in step]
     make_calls = {m for r in runs for m in re.findall(r"\bmake ([a-z-]+)", r)}
-    assert {"lint", "test", "up"} <= make_calls
+    assert {"lint", "test", "up", "test-reliability"} <= make_calls
     assert make_calls <= make_targets(project), (
         "the workflow calls a make target that does not exist"
     )
@@ -56,6 +58,18 @@ def test_rendered_workflow_is_valid_and_runs_the_make_targets(cookies, tool) -> 
     assert python == {"3.13"}
     services = spec["jobs"]["test"]["services"]
     assert services["postgres"]["env"]["POSTGRES_USER"] == "billing42_admin"
+    # The reliability suite restarts the servers itself: it gets the native stack's own (make up
+    # starts them on the ports of .env.example), not service containers.
+    reliability = spec["jobs"]["reliability"]
+    assert "services" not in reliability
+    steps = [s.get("run", "") for s in reliability["steps"]]
+    assert steps.index("make up DOCKER=") < steps.index("make test-reliability DOCKER=")
+    example = dict(
+        line.split("=", 1)
+        for line in (project / ".env.example").read_text().splitlines()
+        if line.startswith(("DB_HOST_PORT=", "REDIS_HOST_PORT="))
+    )
+    assert {k: reliability["env"][k] for k in example} == example
 
 
 def test_dependabot_covers_python_docker_and_actions(cookies, tool) -> None:
@@ -175,3 +189,216 @@ def test_readme_documents_every_variable_with_its_default(cookies) -> None:
     for key, value in example.items():
         expected = "generated" if key in SECRETS else value or "(empty)"
         assert rows[key] == expected, f"README says {key}={rows[key]!r}, .env.example {value!r}"
+
+
+# --- Every command in the rendered README is run by a test, or checked where it cannot run ---
+
+SHELL_FENCES = {"shell"}
+OTHER_FENCES = {"mermaid", "dotenv"}  # a diagram; settings (loaded by the test below)
+COMMAND_WORDS = {"make", "docker", "python", "python3", "pipx", "uv", "curl", "diff", "psql"}
+# make targets the README names -> the template test file that runs `make <target>`.
+MAKE_RUN_BY = {
+    "help": "tests/test_ecosystem.py",  # `make` alone: run below
+    "up": "tests/test_stack.py",
+    "status": "tests/test_stack.py",
+    "test": "tests/test_stack.py",
+    "test-reliability": "tests/test_stack.py",
+    "down": "tests/test_stack.py",
+    "lint": "tests/test_generation.py",
+    "test-unit": "tests/test_generation.py",
+    "bootstrap": "tests/test_managed_services.py",
+    "migrate": "tests/test_managed_services.py",
+    "logs": "tests/test_managed_services.py",
+}
+# What `docker compose up` accepts among its flags (docker compose v2).
+COMPOSE_UP_FLAGS = {"-d", "--detach", "--force-recreate", "--build", "--wait", "--no-deps"}
+
+
+def readme_commands(text: str) -> list[str]:
+    """Each line of every shell block (continuations joined, comments dropped), and each inline
+    code span of the prose that starts with a command (after any VAR=value words)."""
+    commands = []
+    for fence, body in re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M):
+        assert fence in SHELL_FENCES | OTHER_FENCES, (
+            f"a ```{fence} block in the README: say in this test how it is checked"
+        )
+        if fence in SHELL_FENCES:
+            for line in body.replace("\\\n", " ").splitlines():
+                command = re.sub(r"\s+# .*$", "", line).strip()
+                if command and not command.startswith("#"):
+                    commands.append(command)
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    for span in re.findall(r"`([^`\n]+)`", prose):
+        words = span.split()
+        while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+            words.pop(0)
+        script = len(words) > 1 and words[0].endswith(".py")  # a path alone is no command
+        if words and (Path(words[0]).name in COMMAND_WORDS or script):
+            commands.append(span)
+    return commands
+
+
+def check_compose_up(project: Path, command: str) -> None:
+    """No Docker engine or compose plugin here: check the services and flags against
+    compose.yml and `docker compose up`'s options instead of running it."""
+    services = yaml.safe_load((project / "compose.yml").read_text())["services"]
+    argv = shlex.split(command)
+    assert argv[:3] == ["docker", "compose", "up"], f"{command}: only `up` is checked"
+    rest = iter(argv[3:])
+    for arg in rest:
+        if arg == "--scale":
+            service, _, count = next(rest).partition("=")
+            assert service in services and count.isdigit(), f"{command}: --scale {service}"
+            assert "container_name" not in services[service], (
+                f"{command}: compose cannot scale {service}, which has a fixed container_name"
+            )
+        elif arg.startswith("-"):
+            assert arg in COMPOSE_UP_FLAGS, f"{command}: `docker compose up` has no {arg}"
+        else:
+            assert arg in services, f"{command}: compose.yml has no service {arg}"
+
+
+def test_every_readme_command_is_run_by_a_test(cookies, tool, tmp_path) -> None:
+    app = "billing42"
+    project = bake(cookies, {"app_code": app})
+    readme = (project / "README.md").read_text()
+    makefile = (project / "Makefile").read_text()
+    commands = readme_commands(readme)
+    # Not nox's environment: its VIRTUAL_ENV and UV_PROJECT_ENVIRONMENT would make `uv sync`
+    # install into the shared test interpreter instead of the project's .venv.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT"))
+    }
+
+    def sh(command: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", command],
+            cwd=project,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, f"$ {command}\n{done.stdout}{done.stderr}"
+        return done
+
+    ran: set[str] = set()
+    # "Update from a newer template", run as written: the test's cookiecutter for pipx's, this
+    # template for <template>; with the same template nothing but .env may differ.
+    config = tmp_path / "cookiecutter.yaml"
+    config.write_text(f"cookiecutters_dir: {tmp_path}/cc\nreplay_dir: {tmp_path}/replay\n")
+    update = re.search(r"```shell\n(pipx run cookiecutter --replay-file.*?)```", readme, re.S)
+    assert update is not None, "the README lost its update commands"
+    for line in update[1].splitlines():
+        pasted = line.replace("pipx run cookiecutter", tool("cookiecutter"))
+        pasted = pasted.replace("<template>", str(TEMPLATE)).replace(
+            "/tmp/rerender", f"{tmp_path}/r"
+        )
+        sh(pasted, COOKIECUTTER_CONFIG=str(config))
+        ran.add(line)
+    # `make` alone lists the targets; the .venv rule (`uv sync --frozen`) builds a venv.
+    listed = sh("make DOCKER=").stdout
+    assert all(f"make {t} " in listed for t in MAKE_RUN_BY if t != "help"), listed
+    ran.add("make")
+    sh("make .venv/bin/python", UV_OFFLINE="1", UV_PYTHON_DOWNLOADS="never")
+    sh(".venv/bin/python -c 'import fastapi, arq, psycopg_pool, billing42'")
+    ran.add("uv sync --frozen")
+
+    stack_test = (TEMPLATE / "tests" / "test_stack.py").read_text()
+    managed_test = (TEMPLATE / "tests" / "test_managed_services.py").read_text()
+    stack_py = (project / "deploy" / "local" / "stack.py").read_text()
+    how: dict[str, str] = {}
+    for command in commands:
+        if command in ran:
+            how[command] = "run here"
+        elif re.fullmatch(r"make( [a-z-]+)?( && make( [a-z-]+)?)*", command):
+            for part in command.split("&&"):
+                words = part.split()
+                target = words[1] if len(words) > 1 else "help"
+                assert target in make_targets(project), f"{command}: no make target {target}"
+                assert target in MAKE_RUN_BY, f"{command}: no test runs make {target}"
+                runner = (TEMPLATE / MAKE_RUN_BY[target]).read_text()
+                assert re.search(rf'"(make )?{target}"', runner) or target == "help", (
+                    f"{MAKE_RUN_BY[target]} does not run make {target}"
+                )
+            how[command] = "make targets run by tests"
+        elif command.startswith("docker compose "):
+            check_compose_up(project, command)
+            how[command] = "checked against compose.yml (no Docker engine)"
+        elif command == "docker info":
+            assert "docker info" in makefile  # every make call runs it to choose compose or not
+            how[command] = "run by every make call"
+        elif command.startswith(("TOKEN=", "curl ")):
+            assert 'readme_block(project, "TOKEN=")' in stack_test
+            how[command] = "pasted by test_stack.py against the live stack"
+        elif command in ("make bootstrap", "make down && make up") or " -m arq " in command:
+            how[command] = "pasted by test_managed_services.py"
+        elif command == f"python -m {app}.db.migrate":
+            assert '"-m", f"{PACKAGE}.db.migrate"' in stack_py  # what `make migrate` runs
+            how[command] = "run by make migrate"
+        elif command == "deploy/local/stack.py up":
+            assert "deploy/local/stack.py up" in makefile
+            how[command] = "run by make up"
+        else:
+            how[command] = ""
+    unchecked = [c for c, h in how.items() if not h]
+    assert unchecked == [], f"README commands no test runs or checks: {unchecked}"
+    assert 'readme_block(project, "-m arq")' in managed_test
+    assert 'readme_block(project, "make bootstrap")' in managed_test
+    for expected in (
+        f"docker compose up -d --scale {app}-worker=3",
+        f"PYTHONPATH=src .venv/bin/python -m arq {app}.worker.WorkerSettings &",
+        f"docker compose up -d --force-recreate {app}-redis {app}-api {app}-worker",
+        "make down && make up",
+    ):
+        assert expected in how, f"the README lost {expected!r}"
+
+
+def test_readme_settings_blocks_load(cookies, project_python: str, tmp_path) -> None:
+    """The README's managed PostgreSQL / Redis lines are settings the project accepts."""
+    project = bake(cookies, {"app_code": "billing42"})
+    readme = (project / "README.md").read_text()
+    blocks = re.findall(r"```dotenv\n(.*?)```", readme, re.S)
+    assert len(blocks) == 3, "the README's managed PostgreSQL / Redis settings changed"
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, re.M))
+    for block in blocks:
+        env = dict(line.split("=", 1) for line in block.splitlines() if line.strip())
+        assert set(env) <= documented, f"not in the README's table: {set(env) - documented}"
+        for key, value in env.items():  # CA files: real files in a scratch folder
+            if key.endswith(("ROOTCERT", "CA_CERTS")):
+                env[key] = str(tmp_path / Path(value).name)
+                Path(env[key]).write_text("PEM\n")
+        done = subprocess.run(
+            [project_python, "-c", "from billing42.core.config import load_settings as s; s()"],
+            cwd=project,
+            env={**os.environ, "PYTHONPATH": "src", **env},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, f"{block}\n{done.stderr}"
+
+
+def test_template_readme_has_prompts_tree_quick_start_contributing_changelog(cookies) -> None:
+    readme = (TEMPLATE / "README.md").read_text()
+    context = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+    prompts = set(re.findall(r"^\| `([a-z_]+)` \|", readme, re.M))
+    assert prompts == {k for k in context if not k.startswith("_")}
+    assert "pipx run cookiecutter gh:" in readme
+    assert "python3 -m pip install nox uv && python3 -m nox" in readme
+    for heading in ("## Prompts", "## What is generated", "## Contributing", "## Changelog"):
+        assert f"\n{heading}\n" in readme, f"the README has no {heading}"
+    assert f"\n### {context['_template_version']}\n" in readme, "no changelog entry for it"
+
+    # The sample tree's top-level entries are what a default render holds.
+    project = bake(cookies)
+    tree = re.search(r"```\naserv/\n(.*?)```", readme, re.S)
+    assert tree is not None
+    entries = re.findall(r"^[├└]── ([^\s,]+(?:, [^\s,]+)*)", tree[1], re.M)
+    assert len(entries) >= 10
+    for entry in entries:
+        for name in entry.split(", "):
+            assert (project / name).exists(), f"the README's tree shows {name}; a render has not"

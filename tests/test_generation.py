@@ -146,14 +146,12 @@ def test_rendered_project_passes_its_linters_and_unit_tests(
     cookies, context: dict[str, str], project_python: str
 ) -> None:
     project = bake(cookies, context)
-    for argv in (
-        [project_python, "-m", "ruff", "check", "."],
-        [project_python, "-m", "ruff", "format", "--check", "."],
-        [project_python, "-m", "mypy"],
-        [project_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit"],
-    ):
-        done = run(argv, project, PYTHONPATH="src")
-        assert done.returncode == 0, f"{' '.join(argv[2:])} failed:\n{done.stdout}\n{done.stderr}"
+    # `make lint` (ruff check, ruff format --check, strict mypy) and `make test-unit`, the
+    # README's commands, with the shared interpreter.
+    for target in ("lint", "test-unit"):
+        argv = ["make", target, f"PYTHON={project_python}", "DOCKER="]
+        done = run([*argv, "PYTEST_ARGS=-q -p no:cacheprovider"], project)
+        assert done.returncode == 0, f"make {target} failed:\n{done.stdout}\n{done.stderr}"
 
 
 @pytest.mark.parametrize(

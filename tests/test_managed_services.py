@@ -13,7 +13,10 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -487,14 +490,25 @@ def test_redis_through_a_real_sentinel(servers: Servers, project_python: str) ->
     assert "MasterNotFoundError" in str(unknown["reason"]), unknown
 
 
+def readme_block(project: Path, marker: str) -> list[str]:
+    """The lines of the README's first ```shell block that contains `marker`."""
+    blocks = re.findall(r"```shell\n(.*?)```", (project / "README.md").read_text(), re.S)
+    found = next((b for b in blocks if marker in b), None)
+    assert found is not None, f"the README has no shell block with {marker!r}"
+    return [line for line in found.splitlines() if line.strip()]
+
+
 def test_the_stack_runs_on_tls_postgres_and_sentinel_redis(
     servers: Servers, project_python: str
 ) -> None:
-    """`make up` as a reader would after "Point at a managed PostgreSQL / Redis": it reuses the
-    servers, bootstraps and migrates over TLS, and the worker and API find Redis by Sentinel."""
+    """The README's commands, pasted, against servers of one's own: `make up` reuses them,
+    bootstraps and migrates over TLS, the worker and the API find Redis by Sentinel; then the
+    native "Rotate secrets" and "Scale workers" commands, `make migrate` and `make logs`.
+
+    (stack.py checks Redis at REDIS_HOST_PORT itself, so here that is the master; the sentinel
+    routing alone is proven by test_redis_through_a_real_sentinel.)"""
+    project, app, ca = servers.project, "mngd", servers.ca
     api_port = free_port()
-    app = "mngd"
-    ca = servers.ca
     env = child_env(
         servers,
         **tls_db(servers),
@@ -504,39 +518,90 @@ def test_the_stack_runs_on_tls_postgres_and_sentinel_redis(
         FLYWAY_URL=f"jdbc:postgresql://localhost:{servers.pg_port}/db_{app}"
         f"?sslmode=verify-full&sslrootcert={ca}",
         API_HOST_PORT=str(api_port),
+        # The README's `make ...` lines run as written, with the test's interpreter.
+        MAKEFLAGS=f"DOCKER= PYTHON={project_python}",
     )
-    # stack.py checks (and would reuse) Redis at REDIS_HOST_PORT: the master, directly.
     env["REDIS_HOST_PORT"] = str(servers.master_port)
+    # `.venv/bin/python` in the README's scale command: the test's interpreter.
+    shim = project / ".venv" / "bin" / "python"
+    shim.parent.mkdir(parents=True, exist_ok=True)
+    shim.write_text(f'#!/bin/sh\nexec {project_python} "$@"\n')
+    shim.chmod(0o755)
 
-    def make(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["make", *args, f"PYTHON={project_python}", "DOCKER="],
-            cwd=servers.project,
+    def sh(command: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", command],
+            cwd=project,
             env=env,
             capture_output=True,
             text=True,
             timeout=180,
             check=False,
         )
+        logs = "\n".join(p.read_text() for p in (project / ".local/logs").glob("*.log"))
+        assert done.returncode == 0, f"$ {command}\n{done.stdout}{done.stderr}\n{logs}"
+        return done
 
+    def app_role_login(password: str) -> None:
+        psycopg.connect(
+            host="localhost",
+            port=servers.pg_port,
+            dbname="postgres",
+            user=f"{app}_app",
+            password=password,
+            sslmode="verify-full",
+            sslrootcert=str(ca),
+            connect_timeout=5,
+        ).close()
+
+    old = {k: servers.env[k] for k in ("DB_DATA_PWD", "DB_APP_PWD", "API_TOKEN")}
+    extra_worker = None
     try:
-        up = make("up")
-        logs = "\n".join(p.read_text() for p in (servers.project / ".local/logs").glob("*.log"))
-        assert up.returncode == 0, up.stdout + up.stderr + logs
-        assert "reusing the server" in up.stdout
-        token = servers.env["API_TOKEN"]
+        sh("make bootstrap")  # the roles, with the passwords of the bake's .env
+        app_role_login(old["DB_APP_PWD"])
+
+        # "Rotate secrets", natively: new values (here in the environment, which wins over .env).
+        env.update({k: secrets.token_urlsafe(24) for k in old})
+        rotate = readme_block(project, "make bootstrap")
+        assert rotate == ["make bootstrap", "make down && make up"]
+        up = ""
+        for line in rotate:
+            up += sh(line).stdout
+        assert "postgres: reusing the server" in up and "redis: reusing the server" in up
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            app_role_login(old["DB_APP_PWD"])
+        app_role_login(env["DB_APP_PWD"])
+
+        # "Scale workers", natively: one more worker beside make up's; and `make migrate`.
+        [scale] = readme_block(project, "-m arq")
+        pidfile = project / ".local" / "readme-worker.pid"
+        log = project / ".local" / "logs" / "readme-worker.log"
+        sh(f"exec >{log} 2>&1\n{scale}\necho $! > {pidfile}")
+        extra_worker = int(pidfile.read_text())
+        assert "is up to date" in sh("make migrate").stdout  # while the worker starts
+        master = redis.Redis(port=servers.master_port, password=servers.env["REDIS_PASSWORD"])
+        member = f"{socket.gethostname()}:{extra_worker}"
+        deadline = time.monotonic() + 20
+        while master.zscore(f"{app}:workers", member) is None:
+            assert time.monotonic() < deadline, f"the README's extra worker {member} never beat"
+            time.sleep(0.1)
+        assert master.zcard(f"{app}:workers") >= 2
+        master.close()
+
         with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as api:
             assert api.get("/api/v1/ready").status_code == 200
-            job_id = f"managed-{os.getpid()}-{time.time_ns()}"
+            job = {"job_id": f"managed-{time.time_ns()}", "function": "hello", "params": {}}
+            stale = api.post(
+                "/api/v1/jobs", headers={"Authorization": f"Bearer {old['API_TOKEN']}"}, json=job
+            )
+            assert stale.status_code == 401
             submitted = api.post(
-                "/api/v1/jobs",
-                headers={"Authorization": f"Bearer {token}"},
-                json={"job_id": job_id, "function": "hello", "params": {"name": "TLS"}},
+                "/api/v1/jobs", headers={"Authorization": f"Bearer {env['API_TOKEN']}"}, json=job
             )
             assert submitted.status_code == 202, submitted.text
             deadline, status = time.monotonic() + 20, None
             while time.monotonic() < deadline and status != "succeeded":
-                status = api.get(f"/api/v1/jobs/{job_id}").json()["status"]
+                status = api.get(f"/api/v1/jobs/{job['job_id']}").json()["status"]
                 time.sleep(0.1)
             assert status == "succeeded"
         with psycopg.connect(
@@ -555,6 +620,27 @@ def test_the_stack_runs_on_tls_postgres_and_sentinel_redis(
             ).fetchall()
         assert {name for name, _ in rows} >= {f"{app}-app", f"{app}-data"}
         assert all(ssl for _, ssl in rows)
+
+        # `make logs` follows the logs until stopped.
+        follow = subprocess.Popen(
+            ["make", "logs"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        time.sleep(0.5)
+        os.killpg(follow.pid, signal.SIGTERM)
+        followed = follow.communicate(timeout=10)[0].decode()
+        assert "==> .local/logs/api.log <==" in followed and "Uvicorn running" in followed
     finally:
-        down = make("down")
+        if extra_worker is not None:
+            os.kill(extra_worker, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and Path(f"/proc/{extra_worker}").exists():
+                time.sleep(0.1)
+        down = subprocess.run(
+            ["make", "down"], cwd=project, env=env, capture_output=True, text=True, check=False
+        )
     assert down.returncode == 0, down.stdout + down.stderr
