@@ -6,7 +6,9 @@ processes (bench/worker.py: the service's WorkerSettings on a queue of their own
 
 1. raw enqueue: `enqueue_job` straight into arq, 32 at a time (the floor of a submission);
 2. API submissions: POST /api/v1/jobs over HTTP (httpx, async, 32 at a time): accepted/s and
-   latency, and their ratio to (1). The stack's own worker runs these jobs;
+   latency, and their ratio to (1); first with the stack's worker paused (the API alone, as
+   on a host of its own; the targets use this figure), then beside it. The stack's own
+   worker runs these jobs;
 3. drain: no-op jobs and sleep jobs, one worker process and one per core, ledger on (and
    no-op with the ledger off, to see what the ledger costs);
 4. enqueue-to-start latency at light load, from the ledger's timestamps;
@@ -16,10 +18,11 @@ processes (bench/worker.py: the service's WorkerSettings on a queue of their own
 
 Every job is a `noop` (jobs/noop.py) tracked by the ledger like any other job; ids start with
 `bench-<run>-`, and their ledger rows and Redis keys are deleted at the end (`--keep` keeps
-them). The stack's worker keeps running: bench workers use their own queues, so neither takes
-the other's jobs. Sizes are options (`--help`); the default run takes about two minutes on
-2 cores. Benchmarks are not tests: missed targets are reported, not failed; the exit status
-is 1 only when the bench itself could not run or a job's ledger row is wrong.
+them). The stack's worker keeps running (but for the pause in 2): bench workers use their own
+queues, so neither takes the other's jobs. Sizes are options (`--help`); the default run
+takes about a minute and a half on 2 cores. Benchmarks are not tests: missed targets are
+reported, not failed; the exit status is 1 only when the bench itself could not run or a
+job's ledger row is wrong.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -161,6 +165,19 @@ def children_of(pid: int | None) -> list[int]:
             except (OSError, ValueError, IndexError):
                 continue
     return found
+
+
+@contextlib.contextmanager
+def paused(pid: int | None) -> Iterator[None]:
+    """SIGSTOP `pid` for the block, SIGCONT after, whatever happens (POSIX only)."""
+    if pid is None or not hasattr(signal, "SIGSTOP"):
+        yield
+        return
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def stack_pid(name: str) -> int | None:
@@ -496,7 +513,7 @@ class Bench:
         # Sleep jobs, max_jobs=10: one worker, then one per core.
         q_sleep = self.queue("sleep")
         staging = q_sleep + ":staging"
-        argv = ("--queue", q_sleep, "--max-jobs", str(a.sleep_max_jobs))
+        argv: tuple[str, ...] = ("--queue", q_sleep, "--max-jobs", str(a.sleep_max_jobs))
         first = await self.start_workers("sleep", 1, *argv)
         ids = self.ids("sleep", a.sleep_jobs)
         await self.enqueue(staging, ids, sleep)
@@ -598,13 +615,32 @@ class Bench:
         progress.finish(f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms")
 
     async def phase_api(self) -> None:
-        """(2) POST /api/v1/jobs, `concurrency` at a time, over keep-alive connections.
+        """(2) POST /api/v1/jobs, `concurrency` at a time: first the API alone (the stack's
+        worker paused, as on a host of its own), then beside the running worker.
 
-        One httpx.AsyncClient per connection: one client with a pool of 32 costs the bench
-        2-3 times the CPU per request (httpcore's pool bookkeeping), CPU the API needs more.
+        On a 2-core machine the stack's worker, running the submitted jobs as they come,
+        takes CPU the API would use; paused (SIGSTOP), it runs them once it is resumed. The
+        targets use the first figure; both are reported.
         """
-        a, s = self.args, self.settings
+        a = self.args
         ids = self.ids("api", a.warmup + a.api_jobs)
+        worker = stack_pid("worker")
+        with paused(worker):
+            result, accepted = await self.measure_api(ids, "the API alone, stack worker paused")
+        result["stack_worker_paused"] = worker is not None
+        self.results["api"] = result
+        ids = self.ids("apiw", a.warmup + a.api_jobs // 2)
+        shared, more = await self.measure_api(ids, "beside the running stack worker")
+        self.results["api_worker_running"] = shared
+        raw = self.results.get("raw_enqueue", {}).get("jobs_per_s")
+        for r in (result, shared):
+            r["ratio_to_raw_enqueue"] = round(r["accepted_per_s"] / raw, 3) if raw else None
+        await self.wait_for_stack_worker(result, accepted + more)
+
+    async def measure_api(self, ids: list[str], label: str) -> tuple[dict[str, Any], list[str]]:
+        """One httpx.AsyncClient per connection: one client with a pool of 32 costs the bench
+        2-3 times the CPU per request (httpcore's pool bookkeeping), CPU the API needs more."""
+        a, s = self.args, self.settings
         warmup, measured = ids[: a.warmup], ids[a.warmup :]
         headers = {"Authorization": f"Bearer {s.api_token.get_secret_value()}"}
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
@@ -651,10 +687,12 @@ class Bench:
             await run(warmup, None)
             latencies.clear()
             statuses.clear()
-            meter = CpuMeter([p for p in (stack_pid("api"),) if p])
+            api = stack_pid("api")
+            meter = CpuMeter([api, *children_of(api)] if api else [])  # WEB_CONCURRENCY > 1
             worker_meter = CpuMeter([p for p in (stack_pid("worker"),) if p])
-            label = f"API submissions (POST /api/v1/jobs, {a.concurrency} at a time)"
-            progress = Progress(label, len(measured))
+            progress = Progress(
+                f"API POST /api/v1/jobs, {a.concurrency} at a time, {label}", len(measured)
+            )
             took = await run(measured, progress)
         accepted = statuses.get(202, 0)
         cpu = meter.per_job_ms(len(measured))
@@ -677,16 +715,17 @@ class Bench:
                 "bench_client": cpu["bench"],
             },
         }
-        raw = self.results.get("raw_enqueue", {}).get("jobs_per_s")
-        result["ratio_to_raw_enqueue"] = round(result["accepted_per_s"] / raw, 3) if raw else None
-        self.results["api"] = result
         progress.finish(
             f"{result['accepted_per_s']:,.0f} accepted/s, p50 {result['p50_ms']} ms, "
             f"p99 {result['p99_ms']} ms"
             + ("" if accepted == len(measured) else f" (statuses: {result['statuses']})")
         )
-        # The stack's own worker runs these; wait, so that it does not share the CPU with
-        # the drains below (and so that the clean-up finds them finished).
+        return result, accepted_ids
+
+    async def wait_for_stack_worker(self, result: dict[str, Any], accepted_ids: list[str]) -> None:
+        """The stack's own worker runs the API's jobs; wait, so that it does not share the CPU
+        with the drains below (and so that the clean-up finds them finished)."""
+        a = self.args
         progress = Progress("the stack's worker runs the API's jobs", len(accepted_ids))
         deadline = time.monotonic() + a.phase_timeout
         begin, done = time.perf_counter(), 0
@@ -715,8 +754,9 @@ class Bench:
             )
 
     async def phase_sweep(self) -> None:
-        """Optional: one worker's no-op drain rate and idle CPU for each poll delay in
-        --sweep-poll and each max_jobs in --sweep-max-jobs (the service's when not given)."""
+        """Optional: one worker's drain rate (no-op or sleep jobs, --sweep-job) and idle CPU
+        for each poll delay in --sweep-poll and each max_jobs in --sweep-max-jobs (the
+        service's when not given)."""
         a = self.args
         sweep: list[dict[str, Any]] = []
         for delay in a.sweep_poll or [self.settings.worker_poll_delay]:
@@ -727,11 +767,18 @@ class Bench:
                     name, 1, "--queue", queue, *argv, "--max-jobs", str(max_jobs)
                 )
                 idle = await self.idle_cpu(workers, 3.0)
-                ids = self.ids(name, a.jobs)
-                await self.enqueue(queue + ":staging", ids, {})
-                label = f"poll_delay={delay:g}, max_jobs={max_jobs}: drain no-op"
+                sleep = a.sweep_job == "sleep"
+                ids = self.ids(name, a.sleep_jobs if sleep else a.jobs)
+                params = {"sleep_ms": a.sleep_ms} if sleep else {}
+                await self.enqueue(queue + ":staging", ids, params)
+                job = f"{a.sleep_ms} ms jobs" if sleep else "no-op"
+                label = f"poll_delay={delay:g}, max_jobs={max_jobs}: drain {job}"
                 result = await self.drain(label, queue, queue + ":staging", len(ids), workers)
-                result.update(poll_delay=delay, max_jobs=max_jobs, idle_cpu_percent_of_core=idle)
+                result.update(
+                    poll_delay=delay, max_jobs=max_jobs, job=job, idle_cpu_percent_of_core=idle
+                )
+                if sleep:
+                    result["ideal_jobs_per_s"] = round(max_jobs * 1000 / a.sleep_ms, 1)
                 result["ledger"] = await self.ledger_check(ids, "succeeded")
                 sweep.append(result)
                 await self.stop_workers(workers)
@@ -935,19 +982,20 @@ def table(results: dict[str, Any]) -> str:
                 f"concurrency {raw['concurrency']}",
             )
         )
-    api = results.get("api")
-    if api:
-        rows.append(
-            (
-                "API POST /api/v1/jobs",
-                fmt(api["requests"]),
-                fmt(api["accepted_per_s"], "/s"),
-                f"p50 {fmt(api['p50_ms'])} / p95 {fmt(api['p95_ms'])} / "
-                f"p99 {fmt(api['p99_ms'])} ms",
-                "",
-                f"{fmt(api['ratio_to_raw_enqueue'])}x of raw enqueue",
+    for key, name in (("api", "API alone"), ("api_worker_running", "API beside the worker")):
+        api = results.get(key)
+        if api:
+            rows.append(
+                (
+                    f"{name}: POST /api/v1/jobs",
+                    fmt(api["requests"]),
+                    fmt(api["accepted_per_s"], "/s"),
+                    f"p50 {fmt(api['p50_ms'])} / p95 {fmt(api['p95_ms'])} / "
+                    f"p99 {fmt(api['p99_ms'])} ms",
+                    "",
+                    f"{fmt(api['ratio_to_raw_enqueue'])}x of raw enqueue",
+                )
             )
-        )
     stock = max(
         (
             results.get("drain", {}).get(name, {}).get("jobs_per_s") or 0
@@ -1072,6 +1120,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         help="also drain with each of these max_jobs, e.g. 10,20,50",
     )
+    add("--sweep-job", choices=("noop", "sleep"), default="noop", help="the sweep's job")
     add("--sweep-only", action="store_true", help="run only the sweep's drains")
     add("--phase-timeout", type=float, default=300.0, help="seconds a phase may take")
     add("--keep", action="store_true", help="keep the ledger rows and Redis keys")

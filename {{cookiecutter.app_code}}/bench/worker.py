@@ -9,7 +9,8 @@ runs (same functions, ledger wrapper, start-up hooks, logging), with four overri
 - `--poll-delay` / `--max-jobs`: the values under test (default: the service's settings);
 - `--ledger off`: the job functions without the ledger wrapper, to see what the ledger costs;
 - `--stock`: arq as it comes: its defaults (poll_delay 0.5 s, max_jobs 10, queue_read_limit
-  100), the standard asyncio loop and arq's own one-job-at-a-time claim: the baseline.
+  100), the standard asyncio loop, arq's own one-job-at-a-time claim and its two log lines per
+  job: the baseline.
 
 No cron jobs: the stack's worker runs those.
 """
@@ -36,6 +37,7 @@ from {{ cookiecutter.app_code }}.worker.settings import (  # noqa: E402
     ARQ_START_JOBS,
     SETTINGS,
     WorkerSettings,
+    job_lines,
 )
 
 ARQ_STOCK = {"poll_delay": 0.5, "max_jobs": 10, "queue_read_limit": None}
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
         asyncio.set_event_loop(asyncio.new_event_loop())
         Worker.start_jobs = ARQ_START_JOBS  # type: ignore[method-assign]
+        job_lines(True)  # arq logs two lines per job
     if args.poll_delay is not None:
         overrides["poll_delay"] = args.poll_delay
     if args.max_jobs is not None:

@@ -59,8 +59,11 @@ def test_every_phase_ran_and_every_job_has_its_ledger_row(report: dict[str, Any]
     api = report["api"]
     assert api["accepted"] == api["requests"], api["statuses"]
     assert api["p50_ms"] is not None and api["p99_ms"] is not None
+    assert api["stack_worker_paused"] is True  # and resumed: it ran every job, below
     assert api["stack_worker_ran_all"] is True
     assert api["ledger"]["ok"] is True
+    shared = report["api_worker_running"]
+    assert shared["accepted"] == shared["requests"] > 0, shared["statuses"]
 
     drains = report["drain"]
     assert set(drains) == {

@@ -14,23 +14,23 @@ from ..db import Role
 from ..db.pool import Pool
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_pool(request: Request) -> Pool:
+async def get_pool(request: Request) -> Pool:
     return request.app.state.database[Role.APP]  # type: ignore[no-any-return]
 
 
-def get_arq(request: Request) -> ArqRedis:
+async def get_arq(request: Request) -> ArqRedis:
     return request.app.state.arq  # type: ignore[no-any-return]
 
 
 _bearer = HTTPBearer(auto_error=False, description="The API_TOKEN from `.env`.")
 
 
-def require_token(
+async def require_token(
     settings: Annotated[Settings, Depends(get_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
