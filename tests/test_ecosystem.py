@@ -209,6 +209,8 @@ MAKE_RUN_BY = {
     "bootstrap": "tests/test_managed_services.py",
     "migrate": "tests/test_managed_services.py",
     "logs": "tests/test_managed_services.py",
+    # The rendered project's own smoke test runs `make bench` (test_stack.py runs that suite).
+    "bench": "{{cookiecutter.app_code}}/tests/integration/test_bench_smoke.py",
 }
 # What `docker compose up` accepts among its flags (docker compose v2).
 COMPOSE_UP_FLAGS = {"-d", "--detach", "--force-recreate", "--build", "--wait", "--no-deps"}

@@ -22,22 +22,20 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
+    # `make bench`, as the README has it, with this interpreter (PYTHON=: no .venv needed).
     result = subprocess.run(
         [
-            sys.executable,
-            str(ROOT / "bench" / "run.py"),
-            "--quick",
-            "--workers",
-            "2",
-            "--out",
-            str(out),
+            "make",
+            "bench",
+            f"PYTHON={sys.executable}",
+            f"BENCH_ARGS=--quick --workers 2 --out {out}",
         ],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert result.returncode == 0, f"bench/run.py failed:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, f"make bench failed:\n{result.stdout}\n{result.stderr}"
     assert "results:" in result.stdout and "target " in result.stdout, result.stdout
     data: dict[str, Any] = json.loads(out.read_text())
     return data

@@ -66,6 +66,17 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
             "DELETE FROM job WHERE source = 'cron' "
             "AND enqueued_at < now() - make_interval(secs => %(ttl_seconds)s) RETURNING job_id"
         ),
+        # Rows still queued or in progress long after they were submitted: the clean-up asks
+        # Redis about each (job_status_enqueued_idx finds them).
+        "cleanup.unfinished": (
+            "SELECT job_id, status FROM job WHERE status IN ('queued', 'in_progress') "
+            "AND enqueued_at < now() - make_interval(secs => %(grace_seconds)s) "
+            "ORDER BY enqueued_at LIMIT %(limit)s"
+        ),
+        "cleanup.fail_lost": (
+            "UPDATE job SET status = 'failed', error = %(error)s, finished_at = now() "
+            "WHERE job_id = %(job_id)s AND status IN ('queued', 'in_progress')"
+        ),
         "cleanup.cron_hello": (
             "DELETE FROM hello WHERE source = 'cron' "
             "AND run_at < now() - make_interval(secs => %(ttl_seconds)s)"
