@@ -144,19 +144,21 @@ async def connect(settings: Settings) -> ArqRedis:
     arq = client(settings)
     if not await redis_ok(arq):
         await arq.aclose()
-        where = (
-            f"the master {settings.redis_sentinel_master!r} of the sentinels "
-            f"{settings.redis_sentinels}"
-            if settings.redis_sentinels
-            else f"Redis at {settings.redis_host}:{settings.redis_port}"
-        )
-        tls = (
-            " over TLS (REDIS_SSL=true; is REDIS_SSL_CA_CERTS right?)" if settings.redis_ssl else ""
-        )
         raise QueueUnavailable(
-            f"cannot connect to {where}{tls} within {settings.redis_timeout:g} s"
+            f"cannot connect to {where(settings)} within {settings.redis_timeout:g} s"
         )
     return arq
+
+
+def where(settings: Settings) -> str:
+    """Which Redis the settings point at, for messages: a server, or a Sentinel master."""
+    place = (
+        f"the master {settings.redis_sentinel_master!r} of the sentinels {settings.redis_sentinels}"
+        if settings.redis_sentinels
+        else f"Redis at {settings.redis_host}:{settings.redis_port}"
+    )
+    tls = " over TLS (REDIS_SSL=true; is REDIS_SSL_CA_CERTS right?)" if settings.redis_ssl else ""
+    return place + tls
 
 
 async def submit(

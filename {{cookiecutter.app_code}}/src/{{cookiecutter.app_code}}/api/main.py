@@ -20,7 +20,7 @@ from ..core.config import get_settings
 from ..core.logging import setup_logging
 from ..db import Database, DatabaseUnavailable, Role
 from ..db.pool import InvalidValue
-from ..queue import QueueUnavailable, client, redis_ok
+from ..queue import QueueUnavailable, client, redis_ok, where
 from .middleware import BodySizeLimit, SecurityHeaders
 from .routes import health, jobs, status
 
@@ -42,11 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.database.open(wait=False)
     app.state.arq = client(settings)
     if not await redis_ok(app.state.arq):
-        log.warning(
-            "Redis at %s:%s does not answer: submissions answer 503 until it does",
-            settings.redis_host,
-            settings.redis_port,
-        )
+        log.warning("%s does not answer: submissions answer 503 until it does", where(settings))
     try:
         yield
     finally:
