@@ -171,6 +171,49 @@ def test_compose_file_matches_the_compose_specification(
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+# .env variables that the compose stack does not hand to the API and worker containers, and why.
+NOT_FOR_CONTAINERS = {
+    "API_HOST": "the image's command binds 0.0.0.0 inside the container",
+    "API_HOST_PORT": "published port, used by compose itself",
+    "DB_HOST_PORT": "published port, used by compose itself",
+    "REDIS_HOST_PORT": "published port, used by compose itself",
+    "DB_SCHEMA": "derived from APP_CODE, as in .env",
+    "DB_ADMIN_USER": "derived from APP_CODE, as in .env",
+    "DB_DATA_USER": "derived from APP_CODE, as in .env",
+    "DB_APP_USER": "derived from APP_CODE, as in .env",
+    # compose runs its own PostgreSQL and Redis, without TLS: managed servers are set in the
+    # images' environment (README, "Point at a managed PostgreSQL / Redis").
+    "DB_SSLMODE": "managed servers only",
+    "DB_SSLROOTCERT": "managed servers only",
+    "REDIS_SSL": "managed servers only",
+    "REDIS_SSL_CA_CERTS": "managed servers only",
+    "REDIS_SENTINELS": "managed servers only",
+    "REDIS_SENTINEL_MASTER": "managed servers only",
+}
+
+
+def test_compose_hands_every_setting_to_the_api_and_worker(cookies) -> None:
+    """A setting changed in .env reaches the containers, with .env.example's default."""
+    project = bake(cookies, {})
+    compose = yaml.safe_load((project / "compose.yml").read_text())
+    app_env = compose["x-app-env"]
+    example = dict(
+        line.split("=", 1)
+        for line in (project / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    for key, value in example.items():
+        if key.startswith("FLYWAY_") or key in NOT_FOR_CONTAINERS:
+            continue
+        assert key in app_env, f"{key} in .env never reaches the containers (compose.yml)"
+        passed = str(app_env[key])
+        if passed.startswith("${") and ":-" in passed:  # ${KEY:-default}
+            assert passed == f"${{{key}:-{value.strip(chr(34))}}}", f"{key}: {passed} vs {value}"
+    for name in ("aserv-api", "aserv-worker"):
+        env = compose["services"][name]["environment"]
+        assert all(env.get(k) == v for k, v in app_env.items()), f"{name} lacks x-app-env"
+
+
 def test_compose_keeps_secrets_out_and_ports_local(cookies) -> None:
     project = bake(cookies, {})
     compose = yaml.safe_load((project / "compose.yml").read_text())
