@@ -108,7 +108,18 @@ def alive(pid: int) -> bool:
         return False
     except PermissionError:
         pass
-    return True
+    return not zombie(pid)
+
+
+def zombie(pid: int) -> bool:
+    """An exited process that nobody has reaped yet: its parent exited, and an init (a
+    container's, a VM's) may take seconds to reap it. Signals still "reach" it, so without
+    this `make up` would not restart a worker that died."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # gone, or no /proc (macOS): kill(pid, 0) has answered
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def read_pid(name: str) -> int | None:
