@@ -20,7 +20,7 @@ Every job is a `noop` (jobs/noop.py) tracked by the ledger like any other job; i
 `bench-<run>-`, and their ledger rows and Redis keys are deleted at the end (`--keep` keeps
 them). The stack's worker keeps running (but for the pause in 2): bench workers use their own
 queues, so neither takes the other's jobs. Sizes are options (`--help`); the default run
-takes about a minute and a half on 2 cores. Benchmarks are not tests: missed targets are
+takes about a minute on 2 cores. Benchmarks are not tests: missed targets are
 reported, not failed; the exit status is 1 only when the bench itself could not run or a
 job's ledger row is wrong.
 """

@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 import redis.exceptions
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.jobs import DeserializationError, deserialize_result
 from psycopg.types.json import Jsonb
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -71,7 +73,7 @@ def redis_settings(settings: Settings) -> RedisSettings:
     and timeout options below (arq 0.28), so a worker that loses its master exits and its
     supervisor restarts it.
     """
-    where: dict[str, Any] = (
+    server: dict[str, Any] = (
         {
             "host": settings.redis_sentinel_hosts,
             "sentinel": True,
@@ -81,7 +83,7 @@ def redis_settings(settings: Settings) -> RedisSettings:
         else {"host": settings.redis_host, "port": settings.redis_port}
     )
     return RedisSettings(
-        **where,
+        **server,
         ssl=settings.redis_ssl,
         ssl_ca_certs=settings.redis_ssl_ca_certs,
         # A certificate must name the host we asked for (a sentinel's answer is an address).
@@ -210,6 +212,30 @@ async def submit(
 async def _status(db: Pool | Conn, job_id: str) -> str | None:
     row = await get_one(db, "job.get", {"job_id": job_id})
     return None if row is None else str(row["status"])
+
+
+async def let_go(arq: ArqRedis, job_ids: list[str]) -> dict[str, str | None]:
+    """The ids among `job_ids` that arq neither queues nor runs (no job key, no in-progress
+    key), each with the outcome arq kept for it as text (its failed result, say "max 5
+    retries exceeded"), or None when nothing of it is left in Redis."""
+    async with arq.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id)
+            pipe.get(result_key_prefix + job_id)
+        answers = await pipe.execute()
+    gone: dict[str, str | None] = {}
+    for job_id, held, result in zip(job_ids, answers[::2], answers[1::2], strict=True):
+        if held:
+            continue
+        try:
+            gone[job_id] = (
+                None
+                if result is None
+                else str(deserialize_result(result, deserializer=deserialize).result)
+            )
+        except DeserializationError:
+            gone[job_id] = None
+    return gone
 
 
 async def service_keys(arq: ArqRedis, settings: Settings, count: int = 500) -> AsyncIterator[str]:

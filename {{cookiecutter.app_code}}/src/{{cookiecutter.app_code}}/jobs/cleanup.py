@@ -16,11 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
-from arq.jobs import DeserializationError, deserialize_result
-
 from ..db import execute_one, get_many, put_many
-from ..queue import deserialize
+from ..queue import let_go
 from .base import Ctx, JobSpec, Params
 
 log = logging.getLogger(__name__)
@@ -63,33 +60,24 @@ async def fail_lost_jobs(ctx: Ctx) -> int:
     )
     if not rows:
         return 0
-    async with ctx["redis"].pipeline(transaction=False) as pipe:
-        for row in rows:
-            job_id = row["job_id"]
-            pipe.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id)
-            pipe.get(result_key_prefix + job_id)
-        answers = await pipe.execute()
-    lost = []
-    for row, alive, result in zip(rows, answers[::2], answers[1::2], strict=True):
-        if not alive:
-            lost.append({"job_id": row["job_id"], "error": _why(row["status"], result)})
+    gone = await let_go(ctx["redis"], [row["job_id"] for row in rows])
+    lost = [
+        {"job_id": row["job_id"], "error": _why(row["status"], gone[row["job_id"]])}
+        for row in rows
+        if row["job_id"] in gone
+    ]
     if lost:
         await put_many(ctx["db"], "cleanup.fail_lost", lost)
         log.warning("cleanup: failed %d jobs that arq will not finish", len(lost))
     return len(lost)
 
 
-def _why(status: str, result: bytes | None) -> str:
-    if result is not None:
-        try:
-            info = deserialize_result(result, deserializer=deserialize)
-        except DeserializationError:
-            pass
-        else:
-            return (
-                f"arq gave up on the job (ledger said {status}): {info.result}; "
-                "see the worker's log, and submit it again under a new id"
-            )
+def _why(status: str, outcome: str | None) -> str:
+    if outcome is not None:
+        return (
+            f"arq gave up on the job (ledger said {status}): {outcome}; "
+            "see the worker's log, and submit it again under a new id"
+        )
     return (
         f"lost (ledger said {status}): Redis has no job, in-progress or result key for it, "
         "so its keys expired before a worker ran it (is a worker running?); "
