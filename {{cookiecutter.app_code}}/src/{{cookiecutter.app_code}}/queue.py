@@ -1,42 +1,41 @@
-"""The only module that talks to arq: the Redis pool, the serializer, submission, key listing.
+"""The only module that talks to arq: the Redis pool, the serializer, delivery, and reading
+what arq holds for a job.
 
-Keeping arq behind this module means a later swap (SAQ, taskiq) touches one file.
+Keeping arq behind this module means a later swap (SAQ, taskiq) touches one file. It decides
+nothing about a job: the ledger (the `ledger` package) does, and uses these verbs.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import AsyncIterator
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 import redis.exceptions
+from arq import Retry as RunAgain
 from arq.connections import ArqRedis, RedisSettings
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.constants import (
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 from arq.jobs import DeserializationError, deserialize_result
-from psycopg.types.json import Jsonb
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
 from .core.config import Settings
-from .db import DatabaseUnavailable, get_one
-from .db.helpers import Conn
-from .db.pool import Pool
+
+__all__ = ["RunAgain"]  # arq's Retry: the ledger's job wrapper asks arq to run a job again
 
 
 class QueueUnavailable(RuntimeError):
     """Redis cannot be reached or refused the job; callers answer 503."""
-
-
-class DuplicateJob(Exception):
-    """The job id is taken: by the ledger (for good) or by arq's own keys."""
-
-    def __init__(self, job_id: str, status: str | None) -> None:
-        self.job_id, self.status = job_id, status
-        super().__init__(f"job id {job_id!r} already exists (status: {status or 'unknown'})")
 
 
 def _json_default(value: Any) -> Any:
@@ -58,11 +57,11 @@ def deserialize(data: bytes) -> Any:
     return json.loads(data)
 
 
-# The worker rides out a Redis restart: a reconnect is retried with backoff (0.2 s doubling to
-# 1 s) for about a minute, and so is a command that fails mid-way, instead of arq's main loop
-# dying on the first ConnectionError. A longer outage still stops the worker (its supervisor
-# restarts it). A wrong password at start is not retried.
-WORKER_REDIS_RETRIES = 60
+# The worker rides out a Redis outage of any length: a reconnect is retried with backoff (0.1 s
+# doubling to 1 s) for as long as it takes (-1: no limit), and so is a command that fails
+# mid-way, instead of arq's main loop dying on the first ConnectionError. Meanwhile its jobs
+# wait, and submissions wait in the ledger. A wrong password at start is not retried.
+WORKER_REDIS_RETRIES = -1
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -163,79 +162,100 @@ def where(settings: Settings) -> str:
     return place + tls
 
 
-async def submit(
-    db: Pool,
+class Held(enum.Enum):
+    """What arq holds for one job id (see `holdings`)."""
+
+    QUEUED = "queued"  # a job key, in the queue or claimed by a worker
+    ORPHAN = "orphan"  # a job key, but neither queued nor claimed: it would never run
+    FINISHED = "finished"  # no job key; arq kept the job's result
+    NOTHING = "nothing"  # no trace: Redis never had it, or forgot it
+
+
+@dataclass(frozen=True)
+class Holding:
+    held: Held
+    success: bool | None = None  # FINISHED: how arq's run ended
+    outcome: Any = None  # FINISHED: the job's return value, or the error as text
+    expired: bool = False  # FINISHED: arq found the job key gone when it came to run it
+
+
+async def deliver(
     arq: ArqRedis,
     settings: Settings,
     job_id: str,
     function: str,
     params: dict[str, Any],
-) -> dict[str, Any]:
-    """Record the job in the ledger and enqueue it, both or neither.
+    *,
+    enqueued_at: datetime | None = None,
+) -> bool:
+    """Enqueue the job under its own id; False when arq already holds it (or its result).
 
-    The ledger row is inserted in a transaction that commits only after Redis accepted the
-    job: if Redis refuses, nothing stays behind. The primary key refuses a reused id even after
-    its Redis keys expired; arq's own check refuses one whose keys still exist.
+    arq's own check (WATCH, then EXISTS on the job and result keys) makes this safe to call
+    any number of times, from any process: a job is queued at most once. `enqueued_at` (a
+    job delivered again) keeps its place in the first-in-first-out order.
     """
+    due = None if enqueued_at is None else min(enqueued_at, datetime.now(UTC))
     try:
-        async with db.connection() as conn:
-            try:
-                async with conn.transaction():
-                    row = await get_one(
-                        conn,
-                        "job.insert",
-                        {
-                            "job_id": job_id,
-                            "function": function,
-                            "params": Jsonb(params),
-                            "source": "api",
-                        },
-                    )
-                    try:
-                        job = await arq.enqueue_job(
-                            function, _job_id=job_id, _expires=settings.key_ttl_seconds, **params
-                        )
-                    except (OSError, redis.exceptions.RedisError) as exc:
-                        raise QueueUnavailable(f"Redis refused the job: {exc}") from exc
-                    if job is None:  # arq still holds keys for this id
-                        raise DuplicateJob(job_id, "queued")
-            except psycopg.errors.UniqueViolation:
-                # Asked on this connection (the insert is rolled back): taking a second one
-                # while holding this would starve the pool under concurrent duplicates.
-                raise DuplicateJob(job_id, await _status(conn, job_id)) from None
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
-    assert row is not None
-    return row
+        job = await arq.enqueue_job(
+            function,
+            _job_id=job_id,
+            _expires=settings.key_ttl_seconds,
+            _defer_until=due,
+            _queue_name=settings.queue_name,
+            **params,
+        )
+    except (OSError, redis.exceptions.RedisError) as exc:
+        raise QueueUnavailable(f"{where(settings)} did not take the job: {exc}") from exc
+    return job is not None
 
 
-async def _status(db: Pool | Conn, job_id: str) -> str | None:
-    row = await get_one(db, "job.get", {"job_id": job_id})
-    return None if row is None else str(row["status"])
-
-
-async def let_go(arq: ArqRedis, job_ids: list[str]) -> dict[str, str | None]:
-    """The ids among `job_ids` that arq neither queues nor runs (no job key, no in-progress
-    key), each with the outcome arq kept for it as text (its failed result, say "max 5
-    retries exceeded"), or None when nothing of it is left in Redis."""
+async def holdings(arq: ArqRedis, queue_name: str, job_ids: list[str]) -> dict[str, Holding]:
+    """What arq holds for each id, read in one round trip."""
     async with arq.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id)
+            pipe.exists(job_key_prefix + job_id)
+            pipe.exists(in_progress_key_prefix + job_id)
+            pipe.zscore(queue_name, job_id)
             pipe.get(result_key_prefix + job_id)
         answers = await pipe.execute()
-    gone: dict[str, str | None] = {}
-    for job_id, held, result in zip(job_ids, answers[::2], answers[1::2], strict=True):
-        if held:
-            continue
-        try:
-            gone[job_id] = (
-                None
-                if result is None
-                else str(deserialize_result(result, deserializer=deserialize).result)
-            )
-        except DeserializationError:
-            gone[job_id] = None
-    return gone
+    found: dict[str, Holding] = {}
+    for n, job_id in enumerate(job_ids):
+        job, running, score, result = answers[4 * n : 4 * n + 4]
+        if job:
+            queued = running or score is not None
+            found[job_id] = Holding(Held.QUEUED if queued else Held.ORPHAN)
+        elif result is not None:
+            found[job_id] = _finished(result)
+        else:
+            found[job_id] = Holding(Held.NOTHING)
+    return found
+
+
+def _finished(raw: bytes) -> Holding:
+    try:
+        info = deserialize_result(raw, deserializer=deserialize)
+    except DeserializationError:
+        return Holding(Held.FINISHED, success=False, outcome="arq's result could not be read")
+    # arq's run_job: a job whose key was gone when a worker came to run it.
+    expired = not info.success and info.function == "<unknown>"
+    return Holding(Held.FINISHED, success=info.success, outcome=info.result, expired=expired)
+
+
+async def requeue(arq: ArqRedis, queue_name: str, job_id: str, enqueued_at: datetime) -> None:
+    """Put an orphan (job key, no queue entry) back in the queue, at its old place."""
+    await arq.zadd(queue_name, {job_id: int(enqueued_at.timestamp() * 1000)}, nx=True)
+
+
+async def forget_result(arq: ArqRedis, job_id: str) -> None:
+    """Drop arq's result of a job (its "job expired" record) so it can be delivered again."""
+    await arq.delete(result_key_prefix + job_id)
+
+
+async def give_back_try(arq: ArqRedis, job_id: str) -> None:
+    """Undo the try arq counted when this run started: the run did not get to start the job
+    (the ledger was unreachable), so it must not count against WORKER_MAX_TRIES."""
+    if await arq.decr(retry_key_prefix + job_id) < 0:
+        await arq.delete(retry_key_prefix + job_id)
 
 
 async def service_keys(arq: ArqRedis, settings: Settings, count: int = 500) -> AsyncIterator[str]:

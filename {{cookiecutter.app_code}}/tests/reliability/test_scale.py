@@ -18,7 +18,8 @@ from arq import cron
 
 from {{ cookiecutter.app_code }}.core.config import Settings
 from {{ cookiecutter.app_code }}.db import Database, Role
-from {{ cookiecutter.app_code }}.queue import connect, submit
+from {{ cookiecutter.app_code }}.ledger.submit import HandOver, submit
+from {{ cookiecutter.app_code }}.queue import connect
 
 from .conftest import Ledger, Process
 
@@ -68,16 +69,17 @@ def test_each_cron_tick_runs_once_with_three_workers(
 
 
 async def _submit_burst(settings: Settings, ids: list[str]) -> float:
-    """Every id through queue.submit (ledger insert + enqueue), concurrently; returns seconds."""
+    """Every id through ledger.submit (commit, then hand-over), concurrently; returns seconds."""
     sizes = {"db_pool_max_size": BURST_CONCURRENCY, "db_pool_min_size": 1}
     arq = await connect(settings)
     gate = asyncio.Semaphore(BURST_CONCURRENCY)
     async with Database(settings.model_copy(update=sizes), Role.APP) as db:
         pool = db[Role.APP]
+        hand_over = HandOver(arq, settings)
 
         async def one(jid: str) -> None:
             async with gate:
-                await submit(pool, arq, settings, jid, "hello", {"name": "burst"})
+                await submit(pool, hand_over, jid, "hello", {"name": "burst"})
 
         start = time.monotonic()
         try:

@@ -1,4 +1,5 @@
-"""Dependencies injected into the routes: settings, the API role's pool, Redis, the token."""
+"""Dependencies injected into the routes: settings, the API role's pool, Redis, the hand-over
+to Redis, the token."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ..core.config import Settings
 from ..db import Role
 from ..db.pool import Pool
+from ..ledger.submit import HandOver
 
 
 async def get_settings(request: Request) -> Settings:
@@ -25,6 +27,10 @@ async def get_pool(request: Request) -> Pool:
 
 async def get_arq(request: Request) -> ArqRedis:
     return request.app.state.arq  # type: ignore[no-any-return]
+
+
+async def get_hand_over(request: Request) -> HandOver:
+    return request.app.state.hand_over  # type: ignore[no-any-return]
 
 
 _bearer = HTTPBearer(auto_error=False, description="The API_TOKEN from `.env`.")
@@ -49,3 +55,4 @@ async def require_token(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoolDep = Annotated[Pool, Depends(get_pool)]
 ArqDep = Annotated[ArqRedis, Depends(get_arq)]
+HandOverDep = Annotated[HandOver, Depends(get_hand_over)]

@@ -20,6 +20,7 @@ from ..core.config import get_settings
 from ..core.logging import setup_logging
 from ..db import Database, DatabaseUnavailable, Role
 from ..db.pool import InvalidValue
+from ..ledger.submit import HandOver
 from ..queue import QueueUnavailable, client, redis_ok, where
 from .middleware import BodySizeLimit, SecurityHeaders
 from .routes import health, jobs, status
@@ -32,8 +33,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the API role's pool and the arq pool once; close them on shutdown.
 
     The API starts without PostgreSQL or Redis: /health answers, /api/v1/ready says what is
-    missing, submissions answer 503, and both pools connect by themselves once the server is
-    there. A restart loop would not bring a database back sooner.
+    missing, submissions answer 503 without PostgreSQL (and 202 without Redis: the ledger
+    keeps them), and both pools connect by themselves once the server is there. A restart
+    loop would not bring a database back sooner.
     """
     settings = get_settings()
     setup_logging(settings.log_level)
@@ -41,8 +43,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.database = Database(settings, Role.APP)
     await app.state.database.open(wait=False)
     app.state.arq = client(settings)
+    app.state.hand_over = HandOver(app.state.arq, settings)
     if not await redis_ok(app.state.arq):
-        log.warning("%s does not answer: submissions answer 503 until it does", where(settings))
+        log.warning(
+            "%s does not answer: jobs are accepted into the ledger and delivered when it does",
+            where(settings),
+        )
     try:
         yield
     finally:
@@ -66,9 +72,12 @@ def create_app() -> FastAPI:
     @app.exception_handler(DatabaseUnavailable)
     async def _db_down(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
         log.warning("%s %s: %s", request.method, request.url.path, exc)
+        detail = "PostgreSQL is unavailable; retry later"
+        if request.method == "POST":
+            detail += " (the job was not accepted: submit it again under the same job id)"
         return JSONResponse(
             status_code=503,
-            content={"detail": "PostgreSQL is unavailable; retry later"},
+            content={"detail": detail},
             headers={"Retry-After": "2"},
         )
 

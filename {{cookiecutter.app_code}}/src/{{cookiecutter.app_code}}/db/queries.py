@@ -46,6 +46,26 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         "job.requeue": (
             "UPDATE job SET status = 'queued', error = %(error)s WHERE job_id = %(job_id)s"
         ),
+        # The dispatcher (ledger/dispatch.py): unfinished rows, oldest first, one page at a time
+        # (job_unfinished_idx), and the outcomes it settles from what arq kept. A settle never
+        # overwrites an end the worker recorded itself.
+        "dispatch.unfinished": (
+            "SELECT job_id, function, params, status, source, enqueued_at FROM job "
+            "WHERE status IN ('queued', 'in_progress') "
+            "AND (enqueued_at, job_id) > (%(after_at)s, %(after_id)s) "
+            "AND enqueued_at < now() - make_interval(secs => %(min_age_s)s) "
+            "ORDER BY enqueued_at, job_id LIMIT %(limit)s"
+        ),
+        "dispatch.settle_succeeded": (
+            "UPDATE job SET status = 'succeeded', result = %(result)s, error = NULL, "
+            "finished_at = now() WHERE job_id = %(job_id)s AND status IN ('queued', 'in_progress')"
+        ),
+        "dispatch.settle_failed": (
+            "UPDATE job SET status = 'failed', error = %(error)s, finished_at = now() "
+            "WHERE job_id = %(job_id)s AND status IN ('queued', 'in_progress')"
+        ),
+        # The API wakes the dispatchers when it could not hand a job to Redis itself.
+        "dispatch.wake": "SELECT pg_notify(%(channel)s, '')",
         "job.count_by_status": "SELECT status, count(*) AS n FROM job GROUP BY status",
         # The status page
         # A full scan of the ledger (no index answers a GROUP BY over every row): measured at
@@ -65,17 +85,6 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         "cleanup.cron_jobs": (
             "DELETE FROM job WHERE source = 'cron' "
             "AND enqueued_at < now() - make_interval(secs => %(ttl_seconds)s) RETURNING job_id"
-        ),
-        # Rows still queued or in progress long after they were submitted: the clean-up asks
-        # Redis about each (job_status_enqueued_idx finds them).
-        "cleanup.unfinished": (
-            "SELECT job_id, status FROM job WHERE status IN ('queued', 'in_progress') "
-            "AND enqueued_at < now() - make_interval(secs => %(grace_seconds)s) "
-            "ORDER BY enqueued_at LIMIT %(limit)s"
-        ),
-        "cleanup.fail_lost": (
-            "UPDATE job SET status = 'failed', error = %(error)s, finished_at = now() "
-            "WHERE job_id = %(job_id)s AND status IN ('queued', 'in_progress')"
         ),
         "cleanup.cron_hello": (
             "DELETE FROM hello WHERE source = 'cron' "

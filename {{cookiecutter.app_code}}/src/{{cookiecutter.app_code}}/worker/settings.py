@@ -29,10 +29,13 @@ from ..core.config import Settings, SettingsError, load_settings
 from ..core.logging import setup_logging
 from ..db import Database, Role
 from ..jobs import JOBS
+from ..ledger.dispatch import Dispatcher
+from ..ledger.dispatch import stop as stop_dispatcher
+from ..ledger.tracking import tracked
+from ..ledger.writer import LedgerWriter
 from ..queue import deserialize, redis_settings, serialize
 from . import heartbeat
 from .cron import CronError, parse_cron
-from .ledger import LedgerWriter, tracked
 
 
 def _cron_jobs(settings: Settings) -> list[CronJob]:
@@ -102,25 +105,42 @@ def _use_uvloop() -> None:
 
 CLAIM_FOR_ARQ = "0.28.0"
 # KEYS[1]: the queue. ARGV: now (ms), in-progress TTL (ms), in-progress key prefix, how many
-# to claim, how far to read into the queue. Returns id, score, id, score, ...
+# to claim, how far to read into the queue at first, how far at most. Returns id, score, ...
+#
+# Running jobs stay at the head of the queue until they finish (arq's design), so the script
+# reads past them: a first window, then windows that double, until it has claimed enough or
+# read MAX_CLAIM_SCAN entries. Without that, a worker finds only running jobs in the first
+# queue_read_limit entries and claims nothing: 100 jobs at once, however many workers run.
 _CLAIM_LUA = """
 local claimed = {}
 local want = tonumber(ARGV[4])
-local head = redis.call(
-  'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[5])
-for i = 1, #head, 2 do
-  local key = ARGV[3] .. head[i]
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('SET', key, '1', 'PX', ARGV[2])
-    claimed[#claimed + 1] = head[i]
-    claimed[#claimed + 1] = head[i + 1]
-    if #claimed >= 2 * want then
-      break
+local window = tonumber(ARGV[5])
+local most = tonumber(ARGV[6])
+local offset = 0
+while offset < most do
+  local head = redis.call(
+    'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', offset, window)
+  for i = 1, #head, 2 do
+    local key = ARGV[3] .. head[i]
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('SET', key, '1', 'PX', ARGV[2])
+      claimed[#claimed + 1] = head[i]
+      claimed[#claimed + 1] = head[i + 1]
+      if #claimed >= 2 * want then
+        return claimed
+      end
     end
   end
+  if #head < 2 * window then
+    break
+  end
+  offset = offset + window
+  window = window * 2
 end
 return claimed
 """
+# How many jobs (running or due) the claim reads past at most: the most that can run at once.
+MAX_CLAIM_SCAN = 10_000
 # How long start_jobs keeps claiming before it gives arq's main loop a turn (finished tasks
 # are forgotten there, and the health check is written).
 CLAIM_SPELL_S = 0.5
@@ -156,10 +176,13 @@ async def _start_jobs(self: Worker, job_ids: list[bytes]) -> None:
         self._release_sem_dec_counter_on_complete()
         claims.room.set()
 
+    ledger = self.ctx.get("ledger")
+    # PostgreSQL away: claim nothing, so the jobs wait in the queue with their tries untouched.
+    available = ledger.available if isinstance(ledger, LedgerWriter) else None
     loop = asyncio.get_running_loop()
     until = loop.time() + CLAIM_SPELL_S
     timeout_ms = int(self.in_progress_timeout_s * 1000)
-    while self.allow_pick_jobs:
+    while self.allow_pick_jobs and (available is None or available.is_set()):
         free = self.max_jobs - self.job_counter
         if free <= 0:
             claims.room.clear()
@@ -171,7 +194,14 @@ async def _start_jobs(self: Worker, job_ids: list[bytes]) -> None:
                 return
         claimed = await claims.script(
             keys=[self.queue_name],
-            args=[timestamp_ms(), timeout_ms, in_progress_key_prefix, free, self.queue_read_limit],
+            args=[
+                timestamp_ms(),
+                timeout_ms,
+                in_progress_key_prefix,
+                free,
+                self.queue_read_limit,
+                MAX_CLAIM_SCAN,
+            ],
         )
         for raw_id, raw_score in zip(claimed[::2], claimed[1::2], strict=True):
             job_id = raw_id.decode()
@@ -228,16 +258,19 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["settings"] = SETTINGS
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}"
     ctx["stats"] = {"done": 0, "failed": 0, "started_ms": int(time.time() * 1000)}
-    ctx["db"] = (db := Database(SETTINGS, Role.DATA))
+    db = Database(SETTINGS, Role.DATA)
     await db.open()
-    ctx["db"] = db[Role.DATA]
     ctx["database"] = db
+    ctx["db"] = db[Role.DATA]
     ctx["ledger"] = LedgerWriter(ctx["db"])
     ctx["heartbeat"] = asyncio.create_task(heartbeat.run_forever(ctx))
+    dispatcher = Dispatcher(SETTINGS, ctx["db"], ctx["redis"])
+    ctx["dispatcher"] = asyncio.create_task(dispatcher.run_forever())
     log.info("worker %s started: queue %s", ctx["worker_id"], SETTINGS.queue_name)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await stop_dispatcher(ctx.pop("dispatcher", None))
     await heartbeat.stop(ctx)
     ledger = ctx.get("ledger")
     if isinstance(ledger, LedgerWriter):

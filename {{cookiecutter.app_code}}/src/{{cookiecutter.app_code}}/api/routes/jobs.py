@@ -10,16 +10,23 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from ...db import get_one
-from ...db.ledger import BadCursor, Cursor, list_jobs
 from ...jobs import JOBS
-from ...queue import DuplicateJob, submit
-from ..deps import ArqDep, PoolDep, SettingsDep, require_token
+from ...ledger.reads import BadCursor, Cursor, list_jobs
+from ...ledger.submit import DuplicateJob, submit
+from ..deps import HandOverDep, PoolDep, require_token
 from ..schemas import JOB_ID_PATTERN, JobPage, JobRecord, JobSubmit, Problem, Status
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {"model": Problem, "description": "PostgreSQL or Redis is unavailable; retry later"}
+    503: {"model": Problem, "description": "PostgreSQL is unavailable; retry later"}
+}
+NOT_COMMITTED: dict[int | str, dict[str, Any]] = {
+    503: {
+        "model": Problem,
+        "description": "PostgreSQL could not commit the job: it was not accepted. Retry under "
+        "the same id (if the connection broke during the commit, the retry's 409 says so).",
+    }
 }
 
 
@@ -32,14 +39,18 @@ UNAVAILABLE: dict[int | str, dict[str, Any]] = {
         401: {"model": Problem, "description": "Missing or wrong bearer token"},
         409: {"model": Problem, "description": "The job id was used before"},
         422: {"description": "Invalid job id, function or params"},
-        **UNAVAILABLE,
+        **NOT_COMMITTED,
     },
     summary="Submit a job",
 )
 async def submit_job(
-    body: JobSubmit, settings: SettingsDep, pool: PoolDep, arq: ArqDep, response: Response
+    body: JobSubmit, pool: PoolDep, hand_over: HandOverDep, response: Response
 ) -> Any:
-    """Queue `function(**params)` under the client's `job_id` (FIFO). The id is unique forever."""
+    """Queue `function(**params)` under the client's `job_id` (FIFO). The id is unique forever.
+
+    `202`: the job is committed to the ledger and will run (at least once), even if Redis is
+    down now. `409`: the id was used before (the body says the job's status).
+    """
     try:
         params = body.validated_params()
     except ValidationError as exc:
@@ -51,7 +62,7 @@ async def submit_job(
             ],
         ) from None
     try:
-        row = await submit(pool, arq, settings, body.job_id, body.function, params)
+        row = await submit(pool, hand_over, body.job_id, body.function, params)
     except DuplicateJob as exc:
         return JSONResponse(
             status_code=status.HTTP_409_CONFLICT,

@@ -31,8 +31,8 @@ from fastapi.templating import Jinja2Templates
 from ... import __version__
 from ...core.config import Settings
 from ...db import DatabaseUnavailable, get_many, get_one
-from ...db.ledger import BadCursor, Cursor, list_jobs
 from ...jobs import JOBS
+from ...ledger.reads import BadCursor, Cursor, list_jobs
 from ...worker.cron import CronError, parse_cron
 from ...worker.heartbeat import STALE_SECONDS, worker_key, workers_key
 from ..deps import ArqDep, PoolDep, SettingsDep

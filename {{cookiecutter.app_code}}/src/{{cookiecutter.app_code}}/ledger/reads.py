@@ -14,8 +14,8 @@ from typing import Any
 
 from psycopg import sql
 
-from .helpers import Conn, connection
-from .pool import Pool
+from ..db.helpers import Conn, connection
+from ..db.pool import Pool
 
 COLUMNS = (
     "job_id, function, params, status, source, tries, enqueued_at, started_at, finished_at, "

@@ -1,43 +1,32 @@
-"""Wraps every job so the ledger follows it: in_progress, then succeeded or failed.
+"""The worker's ledger writes: group commit, and knowing when PostgreSQL is away.
 
-arq's hooks see only ctx (no function name, params, result or exception), so the bookkeeping
-lives in a wrapper around each registered function instead.
+One `LedgerWriter` per worker commits the writes of concurrent jobs together: one round trip
+and one WAL flush per batch instead of two per job. Each job still awaits its own write, so its
+row is durable before the job goes on.
 
-The writes go through one `LedgerWriter` per worker, which commits the writes of concurrent
-jobs together (group commit): one round trip and one WAL flush per batch instead of two per
-job. Each job still awaits its own write, so its row is durable before the job goes on: it is
-`in_progress` before the work starts, and `succeeded` before arq marks the job done.
+While PostgreSQL is unreachable the writer says so (`available`): the worker stops claiming
+jobs (worker/claim in worker/settings.py), and `write_patiently` waits for it to come back
+instead of failing the job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from collections.abc import Mapping
 from typing import Any, LiteralString
 
 import psycopg
-from arq import Retry
-from arq.typing import WorkerCoroutine
-from psycopg.types.json import Jsonb
-from pydantic import ValidationError
 
-from ..db import DatabaseUnavailable, query
+from ..db import DatabaseUnavailable, get_one, query
 from ..db.helpers import Conn, connection
 from ..db.pool import Pool
-from ..jobs import JobSpec
-from ..jobs.base import Ctx
 
 log = logging.getLogger(__name__)
 
 DB_ERRORS = (DatabaseUnavailable, psycopg.OperationalError)
-
-
-def backoff(job_try: int) -> float:
-    """Seconds before the next try when PostgreSQL is away: 1, 2, 4, ... capped at 30."""
-    return float(min(30, 2 ** max(0, job_try - 1)))
-
+# While PostgreSQL is away, how often the writer asks whether it is back.
+PROBE_EVERY_S = 0.5
 
 Write = tuple[LiteralString, Mapping[str, Any], "asyncio.Future[None]"]
 
@@ -74,6 +63,9 @@ class LedgerWriter:
         self._wake = asyncio.Event()
         self._closing = False
         self._flusher: asyncio.Task[None] | None = None
+        self.available = asyncio.Event()
+        self.available.set()
+        self._prober: asyncio.Task[None] | None = None
 
     async def write(self, name: str, params: Mapping[str, Any]) -> None:
         """Run the named statement; returns when it is committed (raises what it raised)."""
@@ -85,10 +77,55 @@ class LedgerWriter:
             self._wake.set()
         await done
 
+    async def write_patiently(self, name: str, params: Mapping[str, Any], within: float) -> bool:
+        """`write`, retried while PostgreSQL is unreachable, for up to `within` seconds.
+
+        Returns False if PostgreSQL did not come back in time; any other error is raised.
+        """
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            try:
+                await self.write(name, params)
+                return True
+            except DB_ERRORS as exc:
+                self.lost(exc)
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0 or not await self.wait_available(left):
+                return False
+
+    def lost(self, exc: BaseException) -> None:
+        """PostgreSQL failed a write: say so until a probe reaches it again."""
+        if self.available.is_set():
+            log.warning("ledger: PostgreSQL unreachable (%s); no claims until it is back", exc)
+            self.available.clear()
+        if self._prober is None or self._prober.done():
+            self._prober = asyncio.create_task(self._probe())
+
+    async def wait_available(self, within: float) -> bool:
+        """Whether PostgreSQL is reachable, waiting up to `within` seconds for it."""
+        try:
+            async with asyncio.timeout(within):
+                await self.available.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _probe(self) -> None:
+        while not self.available.is_set():
+            try:
+                await get_one(self.pool, "health.ping")
+            except DB_ERRORS:
+                await asyncio.sleep(PROBE_EVERY_S)
+                continue
+            log.warning("ledger: PostgreSQL is back; claiming jobs again")
+            self.available.set()
+
     async def aclose(self) -> None:
         """Send what is queued and give the connection back (the worker's on_shutdown)."""
         self._closing = True
         self._wake.set()
+        if self._prober is not None:
+            self._prober.cancel()
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
 
@@ -176,89 +213,3 @@ async def _commit(conn: Conn, writes: list[tuple[LiteralString, Mapping[str, Any
                 end += 1
             await cur.executemany(sql, [params for _, params in writes[start:end]])
             start = end
-
-
-def ledger_writer(ctx: Ctx) -> LedgerWriter:
-    """The worker's writer (made by on_startup; made here when a test runs a job without it)."""
-    writer = ctx.get("ledger")
-    if writer is None:
-        writer = ctx["ledger"] = LedgerWriter(ctx["db"])
-    assert isinstance(writer, LedgerWriter)
-    return writer
-
-
-def tracked(spec: JobSpec) -> WorkerCoroutine:
-    """The coroutine arq runs for `spec`: validates params, records the job, runs it."""
-
-    async def run(ctx: Ctx, *args: Any, **raw: Any) -> dict[str, Any]:
-        if args:
-            raise TypeError(f"{spec.name} takes keyword params only, got {len(args)} positional")
-        job_id: str = ctx["job_id"]
-        tries: int = ctx["job_try"]
-        ledger = ledger_writer(ctx)
-        try:
-            await ledger.write(
-                "job.start",
-                {
-                    "job_id": job_id,
-                    "function": spec.name,
-                    "params": Jsonb(raw),
-                    "source": "cron" if job_id.startswith("cron:") else "api",
-                    "tries": tries,
-                    "enqueued_at": ctx["enqueue_time"],
-                    "worker_id": ctx["worker_id"],
-                },
-            )
-        except DB_ERRORS as exc:
-            log.warning("job %s: PostgreSQL unavailable at start (%s); retrying", job_id, exc)
-            raise Retry(defer=backoff(tries)) from exc
-
-        try:
-            params = spec.params.model_validate(raw)
-            async with asyncio.timeout(ctx["settings"].worker_job_timeout):
-                result = await spec.run(ctx, params)
-        except asyncio.CancelledError:
-            # The worker is shutting down: arq puts the job back in the queue.
-            await asyncio.shield(
-                _record(ledger, "job.requeue", job_id, error="interrupted by shutdown")
-            )
-            raise
-        except DB_ERRORS as exc:
-            log.warning("job %s: PostgreSQL unavailable (%s); retrying", job_id, exc)
-            await _record(ledger, "job.requeue", job_id, error=f"PostgreSQL unavailable: {exc}")
-            raise Retry(defer=backoff(tries)) from exc
-        except Retry as exc:
-            await _record(ledger, "job.requeue", job_id, error=repr(exc))
-            raise
-        except Exception as exc:
-            error = _describe(exc)
-            ctx["stats"]["failed"] += 1
-            await _record(ledger, "job.fail", job_id, error=error)
-            raise
-
-        try:
-            await ledger.write("job.succeed", {"job_id": job_id, "result": Jsonb(result)})
-        except DB_ERRORS as exc:
-            # The work is done but not recorded: run again (jobs are idempotent).
-            raise Retry(defer=backoff(tries)) from exc
-        ctx["stats"]["done"] += 1
-        return result
-
-    run.__name__ = run.__qualname__ = spec.name
-    return run
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ValidationError):
-        return f"invalid params: {exc}"
-    if isinstance(exc, TimeoutError):
-        return "timed out (WORKER_JOB_TIMEOUT)\n" + "".join(traceback.format_exception(exc))
-    return "".join(traceback.format_exception(exc))
-
-
-async def _record(ledger: LedgerWriter, name: str, job_id: str, *, error: str) -> None:
-    """Best effort: the ledger write must not hide the job's own outcome."""
-    try:
-        await ledger.write(name, {"job_id": job_id, "error": error})
-    except DB_ERRORS as exc:
-        log.warning("job %s: could not record %s: %s", job_id, name, exc)

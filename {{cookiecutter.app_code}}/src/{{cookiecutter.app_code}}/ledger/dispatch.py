@@ -1,0 +1,239 @@
+"""The dispatcher: makes Redis match the ledger.
+
+A job exists once its ledger row commits. The API then hands it to Redis at once (the fast
+path), but Redis may lose it: a crash loses up to a second of writes, a failover to an empty
+replica or a FLUSHALL everything, and keys expire. So every worker process runs a dispatcher;
+one of them at a time (a PostgreSQL advisory lock, held by its connection) walks the rows that
+are not finished and compares each with what arq holds for it:
+
+- arq holds it (queued, or claimed by a worker): nothing to do;
+- arq holds nothing (or only "job expired"): an API job is delivered again under its own id, at
+  its old place in the queue; a cron run is settled `failed` (the next tick runs anyway);
+- arq holds a job key but no queue entry and no claim: the entry is put back;
+- arq finished it and the ledger does not say so (the worker could not record the end, or
+  arq gave up after WORKER_MAX_TRIES): the ledger is settled with arq's outcome.
+
+It sweeps every SWEEP_EVERY_S, and at once when the API says (NOTIFY) that it could not hand
+a job over. Delivery is arq's own idempotent enqueue, so two dispatchers, or a dispatcher and
+the API, can never queue a job twice; settling never overwrites an end a worker recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import redis.exceptions
+from arq.connections import ArqRedis
+from psycopg.types.json import Jsonb
+
+from ..core.config import Settings
+from ..db import get_many, put_many
+from ..db.pool import Pool, Role, conninfo
+from ..queue import (
+    Held,
+    Holding,
+    QueueUnavailable,
+    deliver,
+    forget_result,
+    holdings,
+    requeue,
+)
+from .writer import DB_ERRORS
+
+log = logging.getLogger(__name__)
+
+SWEEP_EVERY_S = 2.0
+# A periodic sweep leaves rows younger than this to the API's own hand-over (it is in flight).
+MIN_AGE_S = 1.0
+PAGE = 500
+# A sweep walks at most this many unfinished rows; the next one goes on from the start.
+MAX_ROWS_PER_SWEEP = 50_000
+RECONNECT_CAP_S = 5.0
+
+
+def channel(settings: Settings) -> str:
+    """The LISTEN/NOTIFY channel the API uses to wake the dispatchers."""
+    return f"{settings.app_code}_dispatch"
+
+
+class Act(enum.Enum):
+    NOTHING = "nothing"
+    DELIVER = "deliver"  # enqueue again under its own id
+    FORGET_AND_DELIVER = "forget_and_deliver"  # drop arq's "job expired", then deliver
+    REQUEUE = "requeue"  # put the job key's id back in the queue
+    SUCCEEDED = "succeeded"  # settle with arq's result
+    FAILED = "failed"  # settle with arq's (or our) reason
+
+
+@dataclass(frozen=True)
+class Decision:
+    act: Act
+    detail: Any = None  # SUCCEEDED: the result; FAILED: the reason
+
+
+def decide(source: str, holding: Holding) -> Decision:
+    """What to do about one unfinished ledger row, from what arq holds for it."""
+    if holding.held is Held.QUEUED:
+        return Decision(Act.NOTHING)
+    if holding.held is Held.ORPHAN:
+        return Decision(Act.REQUEUE)
+    if holding.held is Held.FINISHED and not holding.expired:
+        if holding.success:
+            return Decision(Act.SUCCEEDED, holding.outcome)
+        return Decision(Act.FAILED, f"arq gave up on the job: {holding.outcome}")
+    # Redis forgot it (or its keys expired before a worker ran it).
+    if source == "cron":
+        return Decision(
+            Act.FAILED,
+            "lost: Redis forgot this cron run before it finished; the next tick runs as usual",
+        )
+    return Decision(Act.FORGET_AND_DELIVER if holding.expired else Act.DELIVER)
+
+
+@dataclass
+class Sweep:
+    """What one sweep saw and did (logged when it did anything)."""
+
+    rows: int = 0
+    delivered: int = 0
+    requeued: int = 0
+    settled: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.delivered or self.requeued or self.settled)
+
+
+class Dispatcher:
+    """One per worker process: `run_forever` as a task, cancelled at shutdown."""
+
+    def __init__(self, settings: Settings, db: Pool, arq: ArqRedis) -> None:
+        self.settings = settings
+        self.db = db
+        self.arq = arq
+        self.sweeps = 0
+
+    async def run_forever(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._listen_and_sweep()
+            except (*DB_ERRORS, QueueUnavailable, OSError, redis.exceptions.RedisError) as exc:
+                failures += 1
+                wait = min(RECONNECT_CAP_S, 0.25 * 2**failures)
+                log.warning("dispatcher: %s; again in %.1f s", _short(exc), wait)
+                await asyncio.sleep(wait)
+            else:
+                failures = 0
+
+    async def _listen_and_sweep(self) -> None:
+        """LISTEN on a connection of its own, which also holds the leader's advisory lock:
+        when this process dies the connection closes, and another dispatcher takes over."""
+        async with await psycopg.AsyncConnection.connect(
+            conninfo(self.settings, Role.DATA), autocommit=True
+        ) as conn:
+            await conn.execute(f'LISTEN "{channel(self.settings)}"')
+            leader = False
+            woken = False
+            while True:
+                if not leader:
+                    cur = await conn.execute(
+                        "SELECT pg_try_advisory_lock(hashtext(%s)) AS got",
+                        [channel(self.settings)],
+                    )
+                    row = await cur.fetchone()
+                    leader = bool(row and row[0])
+                if leader:
+                    await self.sweep(min_age_s=0.0 if woken else MIN_AGE_S)
+                woken = False
+                async for _ in conn.notifies(timeout=SWEEP_EVERY_S, stop_after=1):
+                    woken = True
+
+    async def sweep(self, min_age_s: float = MIN_AGE_S) -> Sweep:
+        """Walk the unfinished rows, oldest first, and make Redis and the ledger agree."""
+        self.sweeps += 1
+        seen = Sweep()
+        after: tuple[Any, str] = ("-infinity", "")
+        while seen.rows < MAX_ROWS_PER_SWEEP:
+            rows = await get_many(
+                self.db,
+                "dispatch.unfinished",
+                {
+                    "after_at": after[0],
+                    "after_id": after[1],
+                    "min_age_s": min_age_s,
+                    "limit": PAGE,
+                },
+            )
+            if not rows:
+                break
+            seen.rows += len(rows)
+            await self._reconcile(rows, seen)
+            after = (rows[-1]["enqueued_at"], rows[-1]["job_id"])
+            if len(rows) < PAGE:
+                break
+        if seen:
+            log.warning(
+                "dispatcher: %d unfinished jobs checked: %d delivered again (Redis had lost "
+                "them), %d put back in the queue, %d settled from arq's outcome",
+                seen.rows,
+                seen.delivered,
+                seen.requeued,
+                seen.settled,
+            )
+        return seen
+
+    async def _reconcile(self, rows: list[dict[str, Any]], seen: Sweep) -> None:
+        held = await holdings(self.arq, self.settings.queue_name, [r["job_id"] for r in rows])
+        settle_ok: list[dict[str, Any]] = []
+        settle_failed: list[dict[str, Any]] = []
+        for row in rows:
+            job_id = row["job_id"]
+            decision = decide(row["source"], held[job_id])
+            if decision.act is Act.SUCCEEDED:
+                settle_ok.append({"job_id": job_id, "result": Jsonb(decision.detail)})
+            elif decision.act is Act.FAILED:
+                settle_failed.append({"job_id": job_id, "error": decision.detail})
+            elif decision.act is Act.REQUEUE:
+                await requeue(self.arq, self.settings.queue_name, job_id, row["enqueued_at"])
+                seen.requeued += 1
+            elif decision.act in (Act.DELIVER, Act.FORGET_AND_DELIVER):
+                if decision.act is Act.FORGET_AND_DELIVER:
+                    await forget_result(self.arq, job_id)
+                seen.delivered += await self._deliver(row)
+        if settle_ok:
+            seen.settled += await put_many(self.db, "dispatch.settle_succeeded", settle_ok)
+        if settle_failed:
+            seen.settled += await put_many(self.db, "dispatch.settle_failed", settle_failed)
+
+    async def _deliver(self, row: dict[str, Any]) -> int:
+        enqueued_at: datetime = row["enqueued_at"]
+        params = row["params"] if isinstance(row["params"], dict) else {}
+        return int(
+            await deliver(
+                self.arq,
+                self.settings,
+                row["job_id"],
+                row["function"],
+                params,
+                enqueued_at=enqueued_at,
+            )
+        )
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+async def stop(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

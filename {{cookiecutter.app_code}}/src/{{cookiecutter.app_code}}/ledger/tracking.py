@@ -1,0 +1,146 @@
+"""Wraps every job so the ledger follows it: in_progress, then succeeded or failed.
+
+arq's hooks see only ctx (no function name, params, result or exception), so the bookkeeping
+lives in a wrapper around each registered function instead. Each write is durable before the
+job goes on: the row is `in_progress` before the work starts, and final before arq marks the
+job done.
+
+PostgreSQL away is not the job's fault, so it never costs the job a try:
+- the start cannot be recorded: the job waits for the ledger (START_PATIENCE_S), then goes
+  back to the queue at its old place with its try given back;
+- the job's own queries fail while the ledger is away: the same;
+- the end cannot be recorded: the job waits (END_PATIENCE_S), then hands its outcome to arq,
+  whose result the dispatcher (ledger/dispatch.py) records once PostgreSQL is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from typing import Any
+
+from arq.typing import WorkerCoroutine
+from psycopg.types.json import Jsonb
+from pydantic import ValidationError
+
+from ..jobs import JobSpec
+from ..jobs.base import Ctx
+from ..queue import RunAgain, give_back_try
+from .writer import DB_ERRORS, LedgerWriter
+
+log = logging.getLogger(__name__)
+
+# How long a claimed job waits for an unreachable ledger before it goes back to the queue. The
+# worker claims nothing meanwhile, so a longer outage leaves the rest in the queue, untouched.
+START_PATIENCE_S = 10.0
+# How long a finished job waits to record its end before it leaves that to the dispatcher.
+END_PATIENCE_S = 30.0
+# A job whose own queries fail while the ledger is reachable retries with this backoff.
+BACKOFF_CAP_S = 30
+
+
+def backoff(job_try: int) -> float:
+    """Seconds before the next try of a job whose own database work failed: 1, 2, 4 ... 30."""
+    return float(min(BACKOFF_CAP_S, 2 ** max(0, job_try - 1)))
+
+
+def ledger_writer(ctx: Ctx) -> LedgerWriter:
+    """The worker's writer (made by on_startup; made here when a test runs a job without it)."""
+    writer = ctx.get("ledger")
+    if writer is None:
+        writer = ctx["ledger"] = LedgerWriter(ctx["db"])
+    assert isinstance(writer, LedgerWriter)
+    return writer
+
+
+async def _put_back(ctx: Ctx, why: str) -> RunAgain:
+    """The run did not get to do the job: back to the queue, at its old place, try given back."""
+    log.warning("job %s: %s; back to the queue (no try used)", ctx["job_id"], why)
+    await give_back_try(ctx["redis"], ctx["job_id"])
+    return RunAgain(defer=None)
+
+
+def tracked(spec: JobSpec) -> WorkerCoroutine:
+    """The coroutine arq runs for `spec`: validates params, records the job, runs it."""
+
+    async def run(ctx: Ctx, *args: Any, **raw: Any) -> Any:
+        if args:
+            raise TypeError(f"{spec.name} takes keyword params only, got {len(args)} positional")
+        job_id: str = ctx["job_id"]
+        ledger = ledger_writer(ctx)
+        started = await ledger.write_patiently(
+            "job.start",
+            {
+                "job_id": job_id,
+                "function": spec.name,
+                "params": Jsonb(raw),
+                "source": "cron" if job_id.startswith("cron:") else "api",
+                "tries": ctx["job_try"],
+                "enqueued_at": ctx["enqueue_time"],
+                "worker_id": ctx["worker_id"],
+            },
+            within=START_PATIENCE_S,
+        )
+        if not started:
+            raise await _put_back(ctx, "PostgreSQL unavailable, the start was not recorded")
+        result = await _run(ctx, spec, ledger, raw)
+        recorded = await ledger.write_patiently(
+            "job.succeed", {"job_id": job_id, "result": Jsonb(result)}, within=END_PATIENCE_S
+        )
+        if not recorded:
+            log.warning("job %s: succeeded; PostgreSQL away, the dispatcher records it", job_id)
+        ctx["stats"]["done"] += 1
+        return result
+
+    run.__name__ = run.__qualname__ = spec.name
+    return run
+
+
+async def _run(ctx: Ctx, spec: JobSpec, ledger: LedgerWriter, raw: dict[str, Any]) -> Any:
+    """The job itself; a failure is recorded (or left to the dispatcher) and re-raised."""
+    job_id: str = ctx["job_id"]
+    try:
+        params = spec.params.model_validate(raw)
+        async with asyncio.timeout(ctx["settings"].worker_job_timeout):
+            return await spec.run(ctx, params)
+    except asyncio.CancelledError:
+        # The worker is shutting down: arq puts the job back in the queue.
+        await asyncio.shield(_record(ledger, "job.requeue", job_id, "interrupted by shutdown"))
+        raise
+    except DB_ERRORS as exc:
+        ledger.lost(exc)
+        if not await ledger.wait_available(START_PATIENCE_S):
+            raise await _put_back(ctx, f"PostgreSQL unavailable ({exc})") from exc
+        # The ledger answers: the job's own database work failed. A try, with backoff.
+        log.warning("job %s: database error (%s); retrying", job_id, exc)
+        await _record(ledger, "job.requeue", job_id, f"database error: {exc}")
+        raise RunAgain(defer=backoff(ctx["job_try"])) from exc
+    except RunAgain as exc:
+        await _record(ledger, "job.requeue", job_id, repr(exc))
+        raise
+    except Exception as exc:
+        ctx["stats"]["failed"] += 1
+        if not await ledger.write_patiently(
+            "job.fail", {"job_id": job_id, "error": _describe(exc)}, within=END_PATIENCE_S
+        ):
+            log.warning("job %s: failed; PostgreSQL unavailable, the dispatcher records it", job_id)
+        raise
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        return f"invalid params: {exc}"
+    if isinstance(exc, TimeoutError):
+        return "timed out (WORKER_JOB_TIMEOUT)\n" + "".join(traceback.format_exception(exc))
+    return "".join(traceback.format_exception(exc))
+
+
+async def _record(ledger: LedgerWriter, name: str, job_id: str, error: str) -> None:
+    """Best effort: a status hint (back to `queued`) must not hide the job's own outcome; the
+    next start overwrites it anyway."""
+    try:
+        await ledger.write(name, {"job_id": job_id, "error": error})
+    except DB_ERRORS as exc:
+        ledger.lost(exc)
+        log.warning("job %s: could not record %s: %s", job_id, name, exc)
