@@ -12,8 +12,10 @@ leaves them out.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import re
 import signal
 import socket
 import sys
@@ -42,6 +44,7 @@ MODULE_ORDER = (
     "test_bad_input",
     "test_duplicates",
     "test_workers",
+    "test_ledger_truth",
     "test_outages",
     "test_scale",
     "test_fuzz",
@@ -315,3 +318,75 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+SpawnApi = Callable[..., tuple[Process, httpx.Client]]
+
+
+@pytest.fixture
+def spawn_api(spawn: Callable[..., Process]) -> Iterator[SpawnApi]:
+    """Start an API of the test's own on a free port (with `env` overrides); returns it and a
+    client once /health answers."""
+    clients: list[httpx.Client] = []
+
+    def start(**env: str) -> tuple[Process, httpx.Client]:
+        port = free_port()
+        argv = [sys.executable, "-m", "uvicorn", f"{PACKAGE}.api.main:app", "--port", str(port)]
+        process = spawn("api", argv, **env)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        clients.append(client)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not process.alive():
+                pytest.fail(f"{process.name} exited at start; see {process.log}")
+            try:
+                if client.get("/health").status_code == 200:
+                    return process, client
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"{process.name} did not answer within 30 s; see {process.log}")
+
+    yield start
+    for client in clients:
+        client.close()
+
+
+# --- what ran: the hello job logs one "started" line per run ---------------------------------
+
+
+def runs(job_ids: list[str]) -> dict[str, int]:
+    """How many times each job started, counted in every worker's log (the stack's and the
+    tests' own): the hello job logs `{"job_id": ..., "message": "hello <name>: started"}`."""
+    wanted = set(job_ids)
+    counts = dict.fromkeys(job_ids, 0)
+    pattern = re.compile(r'"job_id": "([^"]+)", "function": "hello", "message": "[^"]*: started"')
+    for log in STACK.LOGS.glob("*.log"):
+        for match in pattern.finditer(log.read_text(errors="replace")):
+            if match[1] in wanted:
+                counts[match[1]] += 1
+    return counts
+
+
+@contextlib.contextmanager
+def frozen(*pids: int) -> Iterator[None]:
+    """SIGSTOP the processes for the block (a paused VM, a stuck host), SIGCONT after it."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def post_jobs(
+    api: httpx.Client, auth: dict[str, str], ids: list[str], **params: Any
+) -> dict[str, int]:
+    """Submit a hello job under each id; the status code of each answer."""
+    codes = {}
+    for jid in ids:
+        body = {"job_id": jid, "function": "hello", "params": params}
+        codes[jid] = api.post("/api/v1/jobs", json=body, headers=auth).status_code
+    return codes
