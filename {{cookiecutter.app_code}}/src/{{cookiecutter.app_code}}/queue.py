@@ -25,13 +25,16 @@ from arq.constants import (
     retry_key_prefix,
 )
 from arq.jobs import DeserializationError, deserialize_result
+from arq.typing import WorkerCoroutine as JobCoroutine
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
 from .core.config import Settings
 
-__all__ = ["RunAgain"]  # arq's Retry: the ledger's job wrapper asks arq to run a job again
+# Re-exported for the ledger package, which reaches arq only through this module: the Redis
+# client's type, a job coroutine's type, and arq's Retry (run the job again).
+__all__ = ["ArqRedis", "JobCoroutine", "RunAgain"]
 
 
 class QueueUnavailable(RuntimeError):

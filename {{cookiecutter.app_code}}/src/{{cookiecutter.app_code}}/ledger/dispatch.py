@@ -30,13 +30,13 @@ from typing import Any
 
 import psycopg
 import redis.exceptions
-from arq.connections import ArqRedis
 from psycopg.types.json import Jsonb
 
 from ..core.config import Settings
 from ..db import get_many, put_many
 from ..db.pool import Pool, Role, conninfo
 from ..queue import (
+    ArqRedis,
     Held,
     Holding,
     QueueUnavailable,

@@ -14,13 +14,12 @@ import time
 from typing import Any
 
 import psycopg
-from arq.connections import ArqRedis
 from psycopg.types.json import Jsonb
 
 from ..core.config import Settings
 from ..db import DatabaseUnavailable, execute_one, get_one
 from ..db.pool import Pool
-from ..queue import QueueUnavailable, deliver
+from ..queue import ArqRedis, QueueUnavailable, deliver
 from .dispatch import channel
 
 log = logging.getLogger(__name__)

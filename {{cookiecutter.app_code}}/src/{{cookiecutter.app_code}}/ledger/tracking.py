@@ -20,13 +20,12 @@ import logging
 import traceback
 from typing import Any
 
-from arq.typing import WorkerCoroutine
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from ..jobs import JobSpec
 from ..jobs.base import Ctx
-from ..queue import RunAgain, give_back_try
+from ..queue import JobCoroutine, RunAgain, give_back_try
 from .writer import DB_ERRORS, LedgerWriter
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ async def _put_back(ctx: Ctx, why: str) -> RunAgain:
     return RunAgain(defer=None)
 
 
-def tracked(spec: JobSpec) -> WorkerCoroutine:
+def tracked(spec: JobSpec) -> JobCoroutine:
     """The coroutine arq runs for `spec`: validates params, records the job, runs it."""
 
     async def run(ctx: Ctx, *args: Any, **raw: Any) -> Any:
