@@ -1,7 +1,8 @@
 """The generated stack for real: `make up` without Docker, the project's own suite, `make down`.
 
 Each bake starts a project-local PostgreSQL and Redis plus the worker and the API as local
-processes (this machine has no Docker engine), runs `make test` against them (and, for the
+processes under supervisord (this machine has no Docker engine), checks that a killed worker is
+restarted by supervisord, runs `make test` against them (and, for the
 defaults, `make test-reliability`: faults, bad input, security), and checks that `make down`
 leaves nothing running.
 """
@@ -48,6 +49,30 @@ def readme_block(project: Path, marker: str) -> str:
     """The README's first ```shell block that contains `marker`."""
     blocks = re.findall(r"```shell\n(.*?)```", (project / "README.md").read_text(), re.S)
     return next(b for b in blocks if marker in b)
+
+
+def status_row(out: str, name: str) -> dict[str, str]:
+    """One line of the native `make status`: service, state, pid, uptime, restarts, where."""
+    found = re.search(rf"^ +{name} +(\S+(?: \S+)?) +(\d+|-) +(\S+) +(\d+|-) ", out, re.M)
+    keys = ("state", "pid", "uptime", "restarts")
+    return dict(zip(keys, found.groups(), strict=True)) if found else {"missing": out}
+
+
+def assert_supervisord_restarts_the_worker(project: Path, python: str) -> None:
+    """SIGKILL the stack's worker: a new pid within seconds, and `make status` counts 1 restart."""
+    worker_pid = status_row(make(project, python, "status").stdout, "worker")["pid"]
+    os.kill(int(worker_pid), signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    row: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        row = status_row(make(project, python, "status").stdout, "worker")
+        restarted = row.get("pid") != worker_pid and row.get("restarts") not in (None, "0")
+        if row.get("state") == "running" and restarted:
+            break
+        time.sleep(0.5)
+    assert row.get("state") == "running", f"supervisord did not restart the worker: {row}"
+    assert row["pid"] not in (worker_pid, "-") and row["restarts"] == "1", row
+    assert status_row(make(project, python, "status").stdout, "api")["restarts"] == "0"
 
 
 def listening(port: int) -> bool:
@@ -100,13 +125,12 @@ def test_make_up_test_down_without_docker(
 
         assert make(project, project_python, "status").returncode == 0
 
-        # A part that died is restarted by `make up`; the rest is left alone.
-        worker_pid = int((project / ".local/run/worker.pid").read_text())
-        os.kill(worker_pid, signal.SIGKILL)
-        time.sleep(0.5)
+        # A worker that dies is started again by supervisord, by itself and with a new pid, and
+        # `make status` counts the restart; `make up` then finds everything running.
+        assert_supervisord_restarts_the_worker(project, project_python)
         again = make(project, project_python, "up", timeout=300)
         assert again.returncode == 0, logs(project)
-        assert "worker: starting" in again.stdout
+        assert "worker: running" in again.stdout and "worker: starting" not in again.stdout
         assert "api: running" in again.stdout and "postgres: running" in again.stdout
 
         suite = make(

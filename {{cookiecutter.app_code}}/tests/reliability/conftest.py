@@ -105,7 +105,12 @@ def wait_until_ready(settings: Settings, within: float = READY_WAIT_SECONDS) -> 
 
 
 def restore(stack: ModuleType, settings: Settings) -> None:
-    """Start whatever a test stopped, resume a frozen Redis, then wait for readiness."""
+    """Start whatever a test stopped, resume a frozen Redis, then wait for readiness.
+
+    supervisord brings back a worker or an API that exited by itself; one a test stopped
+    (stack.stop_service) stays stopped until start_worker / start_api here, which also wait
+    for one that supervisord is still starting.
+    """
     redis_pid = stack.read_pid("redis")
     if redis_pid:
         os.kill(redis_pid, signal.SIGCONT)
@@ -123,7 +128,10 @@ def restore(stack: ModuleType, settings: Settings) -> None:
 
 @pytest.fixture(autouse=True)
 def healthy_stack(stack: ModuleType, settings: Settings) -> Iterator[None]:
-    """Fail at once on a stack that is not up; put the stack back after the test."""
+    """Fail at once on a stack that is not up; put the stack back after the test.
+
+    The worker and the API count as started when supervisord runs them (stack.read_pid).
+    """
     missing = [name for name in stack.SERVICES if stack.read_pid(name) is None]
     answer = ready(settings)
     if missing or answer is None or answer.status_code != 200:
