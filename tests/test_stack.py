@@ -159,7 +159,7 @@ def test_make_up_test_down_without_docker(
                 project_python,
                 "test-reliability",
                 "PYTEST_ARGS=-q -p no:cacheprovider",
-                timeout=900,
+                timeout=1800,  # outages of 2 and 3 minutes among them
             )
             assert reliability.returncode == 0, f"make test-reliability failed:\n{logs(project)}"
             assert " passed" in reliability.stdout and " failed" not in reliability.stdout
