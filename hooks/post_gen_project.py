@@ -20,6 +20,7 @@ from urllib.parse import unquote
 ANSWERS: dict[str, object] = json.loads(unquote("{{ cookiecutter | jsonify | urlencode }}"))
 
 SECRET_KEYS = (
+    "DB_BOOTSTRAP_PWD",
     "DB_ADMIN_PWD",
     "DB_DATA_PWD",
     "DB_APP_PWD",

@@ -181,6 +181,7 @@ NOT_FOR_CONTAINERS = {
     "DB_ADMIN_USER": "derived from APP_CODE, as in .env",
     "DB_DATA_USER": "derived from APP_CODE, as in .env",
     "DB_APP_USER": "derived from APP_CODE, as in .env",
+    "DB_BOOTSTRAP_USER": "the postgres container's POSTGRES_USER: the bootstrap step's alone",
     # compose runs its own PostgreSQL and Redis, without TLS: managed servers are set in the
     # images' environment (README, "Point at a managed PostgreSQL / Redis").
     "DB_SSLMODE": "managed servers only",
@@ -203,8 +204,8 @@ def test_compose_hands_every_setting_to_the_api_and_worker(cookies) -> None:
         if "=" in line and not line.startswith("#")
     )
     for key, value in example.items():
-        if key.startswith("FLYWAY_") or key in NOT_FOR_CONTAINERS:
-            continue
+        if key.startswith("FLYWAY_") or key in NOT_FOR_CONTAINERS or is_secret(key):
+            continue  # secrets: test_compose_gives_each_service_only_its_own_secrets
         assert key in app_env, f"{key} in .env never reaches the containers (compose.yml)"
         passed = str(app_env[key])
         if passed.startswith("${") and ":-" in passed:  # ${KEY:-default}
@@ -230,14 +231,51 @@ def test_compose_keeps_secrets_out_and_ports_local(cookies) -> None:
         if "=" in line and not line.startswith("#")
     )
     text = (project / "compose.yml").read_text()
-    for key in (
-        "DB_ADMIN_PWD",
-        "DB_DATA_PWD",
-        "DB_APP_PWD",
-        "REDIS_PASSWORD",
-        "API_TOKEN",
-    ):
+    for key in SECRETS:
         assert secrets[key] and secrets[key] not in text
+
+
+SECRETS = (
+    "DB_BOOTSTRAP_PWD",
+    "DB_ADMIN_PWD",
+    "DB_DATA_PWD",
+    "DB_APP_PWD",
+    "REDIS_PASSWORD",
+    "API_TOKEN",
+)
+# Which secrets each compose service gets: the rendered core/config.py's PROCESS_SECRETS for the
+# API and the worker; the database's own container makes the roles (bootstrap), so it holds
+# their passwords; Flyway migrates as the admin; Redis has its own password.
+COMPOSE_SECRETS = {
+    "aserv-api": {"DB_APP_PWD", "REDIS_PASSWORD", "API_TOKEN"},
+    "aserv-worker": {"DB_DATA_PWD", "REDIS_PASSWORD"},
+    "aserv-postgres": {"DB_BOOTSTRAP_PWD", "DB_ADMIN_PWD", "DB_DATA_PWD", "DB_APP_PWD"},
+    "aserv-db-deploy": {"DB_ADMIN_PWD"},
+    "aserv-redis": {"REDIS_PASSWORD"},
+}
+
+
+def is_secret(key: str) -> bool:
+    return any(word in key for word in ("PWD", "PASSWORD", "TOKEN", "SECRET", "AUTH"))
+
+
+def test_compose_gives_each_service_only_its_own_secrets(cookies) -> None:
+    """Least privilege: no service can read another's credentials from its environment."""
+    project = bake(cookies, {})
+    compose = yaml.safe_load((project / "compose.yml").read_text())
+    config = (project / "src/aserv/core/config.py").read_text()
+    for process, service in (("api", "aserv-api"), ("worker", "aserv-worker")):
+        declared = re.search(rf'"{process}": \(([^)]*)\)', config)
+        assert declared, f"PROCESS_SECRETS has no {process!r} entry"
+        assert set(re.findall(r'"([A-Z_]+)"', declared[1])) == COMPOSE_SECRETS[service]
+    for name, service in compose["services"].items():
+        env = service.get("environment", {})
+        given = {
+            re.sub(r"^\$\{([A-Z_]+)[:?}].*", r"\1", str(value))
+            for key, value in env.items()
+            if is_secret(key)
+        }
+        assert given == COMPOSE_SECRETS[name], f"{name} gets {sorted(given)}"
 
 
 @pytest.mark.parametrize("service", ["api", "worker"])

@@ -224,7 +224,8 @@ def certificates(root: Path) -> tuple[Path, Path, Path, Path]:
 
 
 def start_tls_postgres(root: Path, env: dict[str, str], cert: Path, key: Path) -> int:
-    """initdb with the bake's admin role and password; TLS only (hostssl), scram passwords."""
+    """initdb with the bake's bootstrap superuser and password (the provider's master user);
+    TLS only (hostssl), scram passwords."""
     initdb, pg_ctl = need("initdb"), need("pg_ctl")
     owner: dict[str, Any] = {}
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
@@ -232,7 +233,7 @@ def start_tls_postgres(root: Path, env: dict[str, str], cert: Path, key: Path) -
         owner = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
     home = root / "pg"
     home.mkdir(mode=0o700)
-    pwfile = private(home / "pwfile", env["DB_ADMIN_PWD"] + "\n")
+    pwfile = private(home / "pwfile", env["DB_BOOTSTRAP_PWD"] + "\n")
     for path in (cert, key):
         shutil.copy(path, home / path.name)
     if owner:
@@ -244,7 +245,7 @@ def start_tls_postgres(root: Path, env: dict[str, str], cert: Path, key: Path) -
             "-D",
             str(home / "data"),
             "-U",
-            env["DB_ADMIN_USER"],
+            env["DB_BOOTSTRAP_USER"],
             f"--pwfile={pwfile}",
             "--auth=scram-sha-256",
             "-E",

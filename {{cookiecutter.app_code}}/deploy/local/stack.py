@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the stack_* modules beside this one
 
+import launch  # noqa: E402
 import redis  # noqa: E402
 import stack_supervisor as supervised  # noqa: E402
 from dotenv import dotenv_values  # noqa: E402
@@ -69,8 +70,18 @@ SUPERVISOR_LOG = LOGS / "supervisord.log"
 # --- environment -----------------------------------------------------------------------------
 
 
+def process_env(process: str | None) -> dict[str, str]:
+    """The environment of one process of the stack: its own secrets only (launch.py), and it
+    reads no `.env` itself. `None`: no secret at all (supervisord)."""
+    env = launch.environment(process, os.environ, dotenv_values(ROOT / ".env"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 def child_env(settings: Settings) -> dict[str, str]:
-    """`.env` under the caller's environment, plus what the children need. Never printed."""
+    """`.env` under the caller's environment, plus what the children need: every secret, for
+    the processes the tests start themselves. Never printed."""
     env = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}
     env.update(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
@@ -82,7 +93,9 @@ def child_env(settings: Settings) -> dict[str, str]:
 # --- migrations ------------------------------------------------------------------------------
 
 
-def migrate(env: dict[str, str]) -> None:
+def migrate(settings: Settings) -> None:
+    """The Flyway migrations, natively, as the admin role (its password and no other)."""
+    env = dict(process_env("migrate"), FLYWAY_PASSWORD=settings.db_admin_pwd.get_secret_value())
     result = subprocess.run([sys.executable, "-m", f"{PACKAGE}.db.migrate"], cwd=ROOT, env=env)
     if result.returncode != 0:
         raise StackError("migrations failed (see the error above)")
@@ -165,15 +178,21 @@ def supervisor() -> supervised.Supervisor:
 def programs(settings: Settings) -> dict[str, list[str]]:
     """What supervisord runs, by name (the order of supervised.PROGRAMS)."""
     api = [sys.executable, "-m", "uvicorn", f"{PACKAGE}.api.main:app", "--host"]
+    with_own_secrets = [sys.executable, str(Path(launch.__file__).resolve())]
     return {
-        "worker": [sys.executable, "-m", "arq", f"{PACKAGE}.worker.WorkerSettings"],
-        "api": [*api, settings.api_host, "--port", str(settings.api_port)],
+        "worker": [
+            *with_own_secrets,
+            "worker",
+            "--",
+            *[sys.executable, "-m", "arq", f"{PACKAGE}.worker.WorkerSettings"],
+        ],
+        "api": [*with_own_secrets, "api", "--", *api, settings.api_host, "--port", str(settings.api_port)],
     }
 
 
 def start_supervisord(settings: Settings, env: dict[str, str]) -> supervised.Supervisor:
-    """supervisord for this project, started if it does not answer. The programs inherit its
-    environment (`env`: `.env` and the caller's), so no secret goes into its config."""
+    """supervisord for this project, started if it does not answer. It holds no secret: its
+    programs start through launch.py, which gives each its own from `.env`."""
     client = supervisor()
     if client.answers():
         return client
@@ -199,7 +218,9 @@ def start_supervisord(settings: Settings, env: dict[str, str]) -> supervised.Sup
         fh.write(config)
     say("supervisord: starting (it keeps the worker and the API running)")
     argv = [sys.executable, "-m", "supervisor.supervisord", "-c", str(SUPERVISOR_CONF)]
-    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        argv, cwd=ROOT, env=process_env(None), capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise StackError(
             f"supervisord did not start: {(result.stdout + result.stderr).strip()}\n"
@@ -340,8 +361,8 @@ def stop_service(name: str) -> None:
 def up(settings: Settings) -> None:
     env = child_env(settings)
     start_postgres(settings)
-    bootstrap(settings, env)
-    migrate(env)
+    bootstrap(settings, process_env("bootstrap"))
+    migrate(settings)
     start_redis(settings)
     if supervisor().answers() and env_changed():
         say(".env changed since supervisord started: restarting the worker and the API with it")
@@ -439,9 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             return status(settings)
         elif args.command == "bootstrap":
-            bootstrap(settings, child_env(settings))
+            bootstrap(settings, process_env("bootstrap"))
         elif args.command == "migrate":
-            migrate(child_env(settings))
+            migrate(settings)
     except (StackError, SettingsError) as exc:
         print(f"[{PACKAGE}] error: {exc}", file=sys.stderr)
         return 1

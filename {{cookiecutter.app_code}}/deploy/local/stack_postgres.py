@@ -87,8 +87,9 @@ def pg_connect(
         host="127.0.0.1",
         port=settings.db_port,
         dbname=dbname,
-        user=settings.db_admin_user,
-        password=settings.db_admin_pwd.get_secret_value(),
+        # The cluster's superuser: the bootstrap step's credential, which no service holds.
+        user=settings.db_bootstrap_user,
+        password=settings.db_bootstrap_pwd.get_secret_value(),
         connect_timeout=2,
     )
 
@@ -102,13 +103,20 @@ def pg_answers(settings: Settings) -> bool:
 
 
 def initdb(settings: Settings, home: Path, data: Path, owner: dict[str, int]) -> None:
-    """A new cluster in `data`, its admin password passed in a 0600 file, never on a command
-    line."""
+    """A new cluster in `data`, its superuser (DB_BOOTSTRAP_USER) with DB_BOOTSTRAP_PWD passed
+    in a 0600 file, never on a command line. The admin role is made by bootstrap.sql, and is
+    no superuser."""
     say(f"postgres: initdb into {data}")
     pwfile = home / "pwfile"
-    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:  # a new file, never one that is there already or a link planted in its place
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise StackError(
+            f"{pwfile} exists already: a failed initdb left it, or someone else put it there; "
+            "check and delete it, then run make up again"
+        ) from None
     with os.fdopen(fd, "w") as fh:
-        fh.write(settings.db_admin_pwd.get_secret_value() + "\n")
+        fh.write(settings.db_bootstrap_pwd.get_secret_value() + "\n")
     if owner:
         os.chown(pwfile, owner["user"], owner["group"])
     try:
@@ -118,7 +126,7 @@ def initdb(settings: Settings, home: Path, data: Path, owner: dict[str, int]) ->
                 "-D",
                 str(data),
                 "-U",
-                settings.db_admin_user,
+                settings.db_bootstrap_user,
                 f"--pwfile={pwfile}",
                 "--auth=scram-sha-256",
                 "-E",
@@ -151,7 +159,8 @@ def start_postgres(settings: Settings) -> None:
     if port_open(settings.db_port):
         raise StackError(
             f"port {settings.db_port} is taken by a server that refuses the .env credentials "
-            f"of {settings.db_admin_user}: stop it, or set DB_HOST_PORT in .env to a free port"
+            f"of {settings.db_bootstrap_user} (DB_BOOTSTRAP_USER, DB_BOOTSTRAP_PWD): stop it, "
+            "or set DB_HOST_PORT in .env to a free port"
         )
     owner = as_pg_user()
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -195,8 +204,17 @@ def start_postgres(settings: Settings) -> None:
 
 
 def bootstrap(settings: Settings, env: dict[str, str]) -> None:
-    """Database, schema, roles, grants; idempotent, and it rotates passwords to `.env`'s."""
-    psql_env = dict(env, PGPASSWORD=settings.db_admin_pwd.get_secret_value(), PGCONNECT_TIMEOUT="5")
+    """Database, schema, roles, grants; idempotent, and it rotates passwords to `.env`'s.
+
+    Connects as the cluster's superuser (DB_BOOTSTRAP_USER): `env` holds its password and the
+    three roles' (launch.py's "bootstrap" set), for this step alone."""
+    secret = settings.db_bootstrap_pwd.get_secret_value()
+    if not secret:
+        raise StackError(
+            "DB_BOOTSTRAP_PWD is not set in .env: the bootstrap step connects as the cluster's "
+            "superuser (DB_BOOTSTRAP_USER); add its password to .env"
+        )
+    psql_env = dict(env, PGPASSWORD=secret, PGCONNECT_TIMEOUT="5")
     result = subprocess.run(
         [
             "psql",
@@ -209,7 +227,7 @@ def bootstrap(settings: Settings, env: dict[str, str]) -> None:
             "-p",
             str(settings.db_port),
             "-U",
-            settings.db_admin_user,
+            settings.db_bootstrap_user,
             "-d",
             "postgres",
             "-f",

@@ -1,13 +1,15 @@
 -- Bootstrap: database, schema, the three roles and their privileges.
 --
 -- Idempotent: run it again at any time; it also sets every role's password to the one in the
--- environment, which is how passwords are rotated. Run by psql as the admin role (a superuser:
--- the postgres image's POSTGRES_USER, or the native cluster's initdb user), connected to the
--- `postgres` database. Names and passwords come from the environment through psql variables
+-- environment, which is how passwords are rotated. Run by psql as the cluster's superuser
+-- (DB_BOOTSTRAP_USER: the postgres image's POSTGRES_USER, or the native cluster's initdb user),
+-- connected to the `postgres` database. That credential is the bootstrap step's alone: no
+-- service holds it, and the admin role below is no superuser. Names and passwords come from the environment through psql variables
 -- (\getenv, then :'var' / :"var"), so no secret is pasted into this file or onto a command line.
 --
 -- Privileges, decided from what each process does:
---   <app>_admin  owns the database, the schema and every table; runs bootstrap and migrations.
+--   <app>_admin  owns the database, the schema and every table; runs the migrations. Not a
+--                superuser: it cannot create roles or databases, or run programs on the server.
 --   <app>_data   the worker: SELECT, INSERT, UPDATE, DELETE on the schema's tables (it records
 --                job progress, inserts job rows, deletes expired cron rows). No DDL.
 --   <app>_app    the API: SELECT on the schema's tables; INSERT only where a migration grants
@@ -30,12 +32,15 @@ SET log_statement = 'none';
 SET log_min_duration_statement = -1;
 SET password_encryption = 'scram-sha-256';
 
+SELECT format('CREATE ROLE %I', :'admin_user')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'admin_user') \gexec
 SELECT format('CREATE ROLE %I', :'data_user')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'data_user') \gexec
 SELECT format('CREATE ROLE %I', :'app_user')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app_user') \gexec
 
-ALTER ROLE :"admin_user" WITH LOGIN PASSWORD :'admin_pwd';
+ALTER ROLE :"admin_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+    NOBYPASSRLS CONNECTION LIMIT 20 PASSWORD :'admin_pwd';
 ALTER ROLE :"data_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
     NOBYPASSRLS CONNECTION LIMIT 50 PASSWORD :'data_pwd';
 ALTER ROLE :"app_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION

@@ -48,6 +48,7 @@ MODULE_ORDER = (
     "test_outages",
     "test_scale",
     "test_fuzz",
+    "test_least_privilege",
     "test_security",
 )
 
@@ -231,6 +232,7 @@ def redis_db(settings: Settings, stack: ModuleType) -> Iterator[redis.Redis]:
 def secrets_of(settings: Settings) -> dict[str, str]:
     values = {
         "API_TOKEN": settings.api_token,
+        "DB_BOOTSTRAP_PWD": settings.db_bootstrap_pwd,
         "DB_ADMIN_PWD": settings.db_admin_pwd,
         "DB_DATA_PWD": settings.db_data_pwd,
         "DB_APP_PWD": settings.db_app_pwd,

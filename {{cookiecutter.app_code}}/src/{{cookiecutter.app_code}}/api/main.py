@@ -57,7 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    settings = get_settings()
+    settings = get_settings().require("api")  # the API's own secrets, and only those
     app = FastAPI(
         title=f"{settings.app_code} API",
         version=__version__,

@@ -7,6 +7,7 @@ variable's name, never later with a connection error.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -26,6 +27,20 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 ENV_FILE = PROJECT_ROOT / ".env"
 APP_CODE = "{{ cookiecutter.app_code }}"
 SECRET_WORDS = ("PWD", "PASSWORD", "TOKEN", "SECRET")
+NOT_GIVEN = SecretStr("")
+# Which secrets each process holds, and nothing else: the native stack and compose hand each
+# process only these (tests check /proc/<pid>/environ and compose.yml against this table).
+PROCESS_SECRETS: dict[str, tuple[str, ...]] = {
+    "api": ("DB_APP_PWD", "REDIS_PASSWORD", "API_TOKEN"),
+    "worker": ("DB_DATA_PWD", "REDIS_PASSWORD"),
+    "migrate": ("DB_ADMIN_PWD",),
+    "bootstrap": ("DB_BOOTSTRAP_PWD", "DB_ADMIN_PWD", "DB_DATA_PWD", "DB_APP_PWD"),
+}
+# Every secret of the service: a variable whose name holds one of SECRET_WORDS.
+ALL_SECRETS = tuple(sorted({name for names in PROCESS_SECRETS.values() for name in names}))
+# Set to another path, or to nothing (read the environment alone, as the native stack's
+# processes do), instead of the project's `.env`.
+ENV_FILE_VARIABLE = "SETTINGS_ENV_FILE"
 # libpq's sslmode values (https://www.postgresql.org/docs/current/libpq-ssl.html).
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
@@ -45,7 +60,9 @@ class Settings(BaseSettings):
     # API
     api_host: str = "127.0.0.1"
     api_port: int = Field({{ cookiecutter.api_host_port }}, validation_alias=AliasChoices("API_PORT", "API_HOST_PORT"))
-    api_token: SecretStr
+    # Secrets default to empty: a process holds only its own (PROCESS_SECRETS) and checks at
+    # start that it has them (Settings.require).
+    api_token: SecretStr = NOT_GIVEN
     # Larger bodies get a 413 before they are read. Twice the 64 KiB params limit
     # (api/schemas.py), so pretty-printed JSON within that limit still gets through.
     api_max_body_bytes: int = Field(128 * 1024, ge=1024)
@@ -58,9 +75,13 @@ class Settings(BaseSettings):
     db_admin_user: str = f"{APP_CODE}_admin"
     db_data_user: str = f"{APP_CODE}_data"
     db_app_user: str = f"{APP_CODE}_app"
-    db_admin_pwd: SecretStr
-    db_data_pwd: SecretStr
-    db_app_pwd: SecretStr
+    db_admin_pwd: SecretStr = NOT_GIVEN
+    db_data_pwd: SecretStr = NOT_GIVEN
+    db_app_pwd: SecretStr = NOT_GIVEN
+    # The cluster's superuser, for the bootstrap step alone (database, roles, grants): the
+    # admin role owns the objects but is no superuser.
+    db_bootstrap_user: str = "postgres"
+    db_bootstrap_pwd: SecretStr = NOT_GIVEN
     db_pool_min_size: int = Field(1, ge=0)
     # 10, though a worker runs 20 jobs: its ledger writer needs one connection and the jobs
     # share the rest (a query holds one for milliseconds). Measured: at 20, an API whose pool
@@ -81,7 +102,7 @@ class Settings(BaseSettings):
     # Redis: REDIS_PORT (set by compose) wins over the published REDIS_HOST_PORT.
     redis_host: str = "127.0.0.1"
     redis_port: int = Field({{ cookiecutter.redis_host_port }}, validation_alias=AliasChoices("REDIS_PORT", "REDIS_HOST_PORT"))
-    redis_password: SecretStr
+    redis_password: SecretStr = NOT_GIVEN
     redis_db: int = 0
     # The API's connect and command timeout: with Redis down or hung a submission answers 503
     # within this long.
@@ -209,9 +230,36 @@ class Settings(BaseSettings):
             self.db_app_user: self.db_app_pwd,
         }
         try:
-            return by_user[user]
+            secret = by_user[user]
         except KeyError:
             raise ValueError(f"unknown role {user!r}; known: {', '.join(by_user)}") from None
+        if not secret.get_secret_value():
+            name = {
+                self.db_admin_user: "DB_ADMIN_PWD",
+                self.db_data_user: "DB_DATA_PWD",
+                self.db_app_user: "DB_APP_PWD",
+            }[user]
+            raise SettingsError(
+                f"{name} is not set: this process does not hold the {user} role's password "
+                "(each process gets only its own; see PROCESS_SECRETS in core/config.py)"
+            )
+        return secret
+
+    def require(self, process: str) -> Settings:
+        """Check that the secrets `process` needs are here; raise SettingsError naming each
+        missing one. Returns self, to chain after load_settings()."""
+        missing = [
+            name
+            for name in PROCESS_SECRETS[process]
+            if not getattr(self, name.lower()).get_secret_value()
+        ]
+        if missing:
+            raise SettingsError(
+                f"configuration error: the {process} needs "
+                + ", ".join(missing)
+                + f": add {'them' if len(missing) > 1 else 'it'} to {ENV_FILE} or the environment"
+            )
+        return self
 
 
 def parse_hosts(text: str) -> list[tuple[str, int]]:
@@ -233,10 +281,18 @@ class SettingsError(RuntimeError):
     """Raised with a message a person can act on."""
 
 
+def env_file() -> Path | None:
+    """`.env`, unless SETTINGS_ENV_FILE names another file, or nothing."""
+    chosen = os.environ.get(ENV_FILE_VARIABLE)
+    if chosen is None:
+        return ENV_FILE
+    return Path(chosen) if chosen.strip() else None
+
+
 def load_settings() -> Settings:
     """Read settings, turning pydantic's report into one line per bad or missing variable."""
     try:
-        return Settings()
+        return Settings(_env_file=env_file())  # type: ignore[call-arg]
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

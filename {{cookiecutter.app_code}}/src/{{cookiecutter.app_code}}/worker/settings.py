@@ -65,7 +65,7 @@ def _cron_jobs(settings: Settings) -> list[CronJob]:
 
 def _load() -> Settings:
     try:
-        return load_settings()
+        return load_settings().require("worker")  # the worker's own secrets, and only those
     except SettingsError as exc:
         raise SystemExit(f"worker not started: {exc}") from None
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Start one process of the native stack with its own secrets and no others.
+
+supervisord runs `launch.py api -- uvicorn ...` and `launch.py worker -- arq ...`; supervisord
+itself holds no secret. This reads `.env` at each start (so a restart picks up a rotated
+secret), keeps every setting that is not a secret, adds the secrets PROCESS_SECRETS gives the
+process, tells it not to read `.env` itself (SETTINGS_ENV_FILE=), and execs the command: the
+process's /proc/<pid>/environ holds its own secrets only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+from dotenv import dotenv_values  # noqa: E402
+
+from {{ cookiecutter.app_code }}.core.config import ENV_FILE_VARIABLE, PROCESS_SECRETS, SECRET_WORDS  # noqa: E402
+
+def is_secret(name: str) -> bool:
+    """PWD, PASSWORD, TOKEN or SECRET in the name (REDISCLI_AUTH and PGPASSWORD too)."""
+    return any(word in name.upper() for word in SECRET_WORDS)
+
+
+def environment(
+    process: str | None, base: Mapping[str, str], dotenv: Mapping[str, str | None]
+) -> dict[str, str]:
+    """`dotenv` under `base` (the caller's environment), without any secret but the ones
+    `process` holds (None: no secret at all), and without `.env` reading."""
+    merged = {k: v for k, v in dotenv.items() if v is not None}
+    merged.update(base)
+    env = {k: v for k, v in merged.items() if not is_secret(k)}
+    for name in PROCESS_SECRETS[process] if process else ():
+        if merged.get(name):
+            env[name] = merged[name]
+    env[ENV_FILE_VARIABLE] = ""
+    return env
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 3 or argv[0] not in PROCESS_SECRETS or argv[1] != "--":
+        known = "|".join(PROCESS_SECRETS)
+        print(f"usage: launch.py {{{known}}} -- COMMAND [ARG ...]", file=sys.stderr)
+        return 2
+    process, command = argv[0], argv[2:]
+    env = environment(process, os.environ, dotenv_values(ROOT / ".env"))
+    os.execvpe(command[0], command, env)  # noqa: S606 - the command is stack.py's own
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
