@@ -45,7 +45,7 @@ def environment(
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[0] not in PROCESS_SECRETS or argv[1] != "--":
         known = "|".join(PROCESS_SECRETS)
-        print(f"usage: launch.py {{{known}}} -- COMMAND [ARG ...]", file=sys.stderr)
+        print(f"usage: launch.py ({known}) -- COMMAND [ARG ...]", file=sys.stderr)
         return 2
     process, command = argv[0], argv[2:]
     env = environment(process, os.environ, dotenv_values(ROOT / ".env"))
