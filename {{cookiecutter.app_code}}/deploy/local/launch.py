@@ -22,6 +22,7 @@ from dotenv import dotenv_values  # noqa: E402
 
 from {{ cookiecutter.app_code }}.core.config import ENV_FILE_VARIABLE, PROCESS_SECRETS, SECRET_WORDS  # noqa: E402
 
+
 def is_secret(name: str) -> bool:
     """PWD, PASSWORD, TOKEN or SECRET in the name (REDISCLI_AUTH and PGPASSWORD too)."""
     return any(word in name.upper() for word in SECRET_WORDS)

@@ -186,7 +186,12 @@ def programs(settings: Settings) -> dict[str, list[str]]:
             "--",
             *[sys.executable, "-m", "arq", f"{PACKAGE}.worker.WorkerSettings"],
         ],
-        "api": [*with_own_secrets, "api", "--", *api, settings.api_host, "--port", str(settings.api_port)],
+        "api": [
+            *with_own_secrets,
+            "api",
+            "--",
+            *[*api, settings.api_host, "--port", str(settings.api_port)],
+        ],
     }
 
 

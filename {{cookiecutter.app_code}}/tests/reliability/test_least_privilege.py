@@ -66,7 +66,8 @@ def test_the_admin_role_owns_the_database_but_is_no_superuser(
     )
     assert not any(role.values()), role
     owner = ledger.one(
-        "SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = current_database()"
+        "SELECT pg_get_userbyid(datdba) AS owner FROM pg_database "
+        "WHERE datname = current_database()"
     )
     assert owner["owner"] == settings.db_admin_user
     for refused in (
