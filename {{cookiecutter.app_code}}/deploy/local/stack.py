@@ -223,9 +223,7 @@ def start_supervisord(settings: Settings, env: dict[str, str]) -> supervised.Sup
         fh.write(config)
     say("supervisord: starting (it keeps the worker and the API running)")
     argv = [sys.executable, "-m", "supervisor.supervisord", "-c", str(SUPERVISOR_CONF)]
-    result = subprocess.run(
-        argv, cwd=ROOT, env=process_env(None), capture_output=True, text=True
-    )
+    result = subprocess.run(argv, cwd=ROOT, env=process_env(None), capture_output=True, text=True)
     if result.returncode != 0:
         raise StackError(
             f"supervisord did not start: {(result.stdout + result.stderr).strip()}\n"

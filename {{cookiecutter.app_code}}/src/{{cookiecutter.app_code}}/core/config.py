@@ -292,7 +292,7 @@ def env_file() -> Path | None:
 def load_settings() -> Settings:
     """Read settings, turning pydantic's report into one line per bad or missing variable."""
     try:
-        return Settings(_env_file=env_file())  # type: ignore[call-arg]
+        return Settings(_env_file=env_file())
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
