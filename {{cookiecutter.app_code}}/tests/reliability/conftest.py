@@ -171,13 +171,22 @@ class Ledger:
     settings: Settings
     stack: ModuleType
 
-    def rows(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
+    def rows(
+        self, sql: str, params: Any = None, *, superuser: bool = False
+    ) -> list[dict[str, Any]]:
+        """As the admin role; `superuser`: as the cluster's bootstrap superuser."""
+        s = self.settings
+        user, secret = (
+            (s.db_bootstrap_user, s.db_bootstrap_pwd)
+            if superuser
+            else (s.db_admin_user, s.db_admin_pwd)
+        )
         with psycopg.connect(
             host=self.settings.db_host,
             port=self.settings.db_port,
             dbname=self.settings.db_name,
-            user=self.settings.db_admin_user,
-            password=self.settings.db_admin_pwd.get_secret_value(),
+            user=user,
+            password=secret.get_secret_value(),
             options=f"-c search_path={self.settings.db_schema}",
             connect_timeout=3,
             row_factory=dict_row,

@@ -107,12 +107,14 @@ def test_postgres_stores_scram_verifiers_and_accepts_nothing_weaker(
         "SELECT rolname, rolpassword LIKE 'SCRAM-SHA-256$%%' AS scram FROM pg_authid "
         "WHERE rolname = ANY(%s)",
         [roles],
+        superuser=True,  # pg_authid is the superuser's to read
     )
     assert {r["rolname"]: r["scram"] for r in rows} == dict.fromkeys(roles, True)
     assert ledger.one("SHOW password_encryption")["password_encryption"] == "scram-sha-256"
     weaker = ledger.rows(
         "SELECT line_number, type, auth_method FROM pg_hba_file_rules "
-        "WHERE auth_method NOT IN ('scram-sha-256', 'reject')"
+        "WHERE auth_method NOT IN ('scram-sha-256', 'reject')",
+        superuser=True,
     )
     assert weaker == [], f"pg_hba.conf lets these in without a scram password: {weaker}"
 
