@@ -1,8 +1,8 @@
 """The native Flyway applier against a real PostgreSQL, one throwaway database per test.
 
 Only PostgreSQL is needed (not the whole stack), so these carry no marker. The server is the
-project's own (DB_HOST, DB_HOST_PORT, DB_ADMIN_USER and DB_ADMIN_PWD from `.env`: the admin
-role owns the cluster that `make up` starts), unless TEST_PG_HOST, TEST_PG_PORT, TEST_PG_USER
+project's own (DB_HOST, DB_HOST_PORT, DB_BOOTSTRAP_USER and DB_BOOTSTRAP_PWD from `.env`: the
+superuser of the cluster that `make up` starts), unless TEST_PG_HOST, TEST_PG_PORT, TEST_PG_USER
 and TEST_PG_PASSWORD name another; the role must be allowed to create databases and roles. An
 unreachable server fails the tests instead of skipping them: a skipped test proves nothing.
 """
@@ -43,7 +43,7 @@ if "TEST_PG_HOST" in os.environ or "TEST_PG_PORT" in os.environ:
 else:
     _settings = load_settings()
     HOST, PORT = _settings.db_host, _settings.db_port
-    USER, PASSWORD = _settings.db_admin_user, _settings.db_admin_pwd.get_secret_value()
+    USER, PASSWORD = _settings.db_bootstrap_user, _settings.db_bootstrap_pwd.get_secret_value()
 SCHEMA = "app"
 PROJECT_SQL = Path(__file__).resolve().parents[2] / "deploy" / "db-deploy" / "sql"
 
