@@ -26,6 +26,8 @@ SECRET_KEYS = (
     "DB_APP_PWD",
     "REDIS_PASSWORD",
     "API_TOKEN",
+    "API_READ_TOKEN",
+    "SESSION_SECRET",
 )
 ENV_LINE_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)")
 SKIP_DIRS = frozenset({".git", ".venv", "node_modules", ".mypy_cache", ".ruff_cache"})

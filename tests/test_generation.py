@@ -242,12 +242,14 @@ SECRETS = (
     "DB_APP_PWD",
     "REDIS_PASSWORD",
     "API_TOKEN",
+    "API_READ_TOKEN",
+    "SESSION_SECRET",
 )
 # Which secrets each compose service gets: the rendered core/config.py's PROCESS_SECRETS for the
 # API and the worker; the database's own container makes the roles (bootstrap), so it holds
 # their passwords; Flyway migrates as the admin; Redis has its own password.
 COMPOSE_SECRETS = {
-    "aserv-api": {"DB_APP_PWD", "REDIS_PASSWORD", "API_TOKEN"},
+    "aserv-api": {"DB_APP_PWD", "REDIS_PASSWORD", "API_TOKEN", "API_READ_TOKEN", "SESSION_SECRET"},
     "aserv-worker": {"DB_DATA_PWD", "REDIS_PASSWORD"},
     "aserv-postgres": {"DB_BOOTSTRAP_PWD", "DB_ADMIN_PWD", "DB_DATA_PWD", "DB_APP_PWD"},
     "aserv-db-deploy": {"DB_ADMIN_PWD"},

@@ -602,7 +602,8 @@ def test_the_stack_runs_on_tls_postgres_and_sentinel_redis(
             assert submitted.status_code == 202, submitted.text
             deadline, status = time.monotonic() + 20, None
             while time.monotonic() < deadline and status != "succeeded":
-                status = api.get(f"/api/v1/jobs/{job['job_id']}").json()["status"]
+                read = {"Authorization": f"Bearer {servers.env['API_READ_TOKEN']}"}
+                status = api.get(f"/api/v1/jobs/{job['job_id']}", headers=read).json()["status"]
                 time.sleep(0.1)
             assert status == "succeeded"
         with psycopg.connect(

@@ -1,7 +1,10 @@
-"""Shared fixtures: settings from `.env`, the running API, and anyio (shipped with FastAPI)."""
+"""Shared fixtures: settings from `.env`, the running API, its two tokens (`auth` reads and
+writes, `read_auth` only reads), a client logged in to the status page, and anyio (shipped
+with FastAPI)."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -49,7 +52,44 @@ def api(base_url: str) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="session")
 def auth(settings: Settings) -> dict[str, str]:
+    """API_TOKEN: reads and writes."""
     return {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+
+
+@pytest.fixture(scope="session")
+def read_auth(settings: Settings) -> dict[str, str]:
+    """API_READ_TOKEN: reads only."""
+    return {"Authorization": f"Bearer {settings.api_read_token.get_secret_value()}"}
+
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token of the first form of a page."""
+    found = CSRF_FIELD.search(html)
+    assert found, "the page has no csrf_token field"
+    return found[1]
+
+
+def log_in(client: httpx.Client, token: str, **headers: str) -> httpx.Response:
+    """The status page's login, as a browser does it: the form, then its POST (not followed)."""
+    form = client.get("/app/v1/login", headers=headers)
+    assert form.status_code == 200, form.text[:300]
+    return client.post(
+        "/app/v1/login",
+        data={"token": token, "csrf_token": csrf_of(form.text), "next": "/app/v1/status"},
+        headers=headers,
+    )
+
+
+@pytest.fixture(scope="session")
+def page_api(base_url: str, settings: Settings, api: httpx.Client) -> Iterator[httpx.Client]:
+    """A client with a read-only status page session (logged in with API_READ_TOKEN)."""
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        response = log_in(client, settings.api_read_token.get_secret_value())
+        assert response.status_code == 303, response.text[:300]
+        yield client
 
 
 @pytest.fixture
@@ -60,12 +100,12 @@ def job_id() -> Callable[[str], str]:
 
 
 @pytest.fixture
-def wait_for_job(api: httpx.Client) -> Callable[..., dict[str, Any]]:
+def wait_for_job(api: httpx.Client, read_auth: dict[str, str]) -> Callable[..., dict[str, Any]]:
     def wait(job_id: str, statuses: tuple[str, ...] = ("succeeded", "failed")) -> dict[str, Any]:
         deadline = time.monotonic() + JOB_WAIT_SECONDS
         record: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            response = api.get(f"/api/v1/jobs/{job_id}")
+            response = api.get(f"/api/v1/jobs/{job_id}", headers=read_auth)
             if response.status_code == 200:
                 record = response.json()
                 if record["status"] in statuses:

@@ -1,4 +1,5 @@
-"""Fixtures for the browser tests: the running API (`make up`), Debian's Chromium, a watched page.
+"""Fixtures for the browser tests: the running API (`make up`), Debian's Chromium, a watched page
+logged in to the status page with API_READ_TOKEN (through the login form, as a person does).
 
 Playwright drives the system Chromium at /usr/bin/chromium; it never downloads a browser.
 Without that binary, or without the stack, the tests fail and say what to do; none is skipped.
@@ -128,14 +129,24 @@ class Session:
     watch: Watch
 
 
+def log_in(page: Page, token: str, next_path: str = "/app/v1/status") -> None:
+    """The login form, filled and sent; the page lands on `next_path` (or the form again)."""
+    page.goto(f"/app/v1/login?next={next_path}")
+    page.get_by_label("Token", exact=True).fill(token)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_load_state("domcontentloaded")
+
+
 @pytest.fixture
-def session(browser: Browser, base_url: str) -> Iterator[Session]:
-    """A desktop-sized page on the API, watched for dialogs, CSP violations and errors."""
+def session(browser: Browser, base_url: str, settings: Settings) -> Iterator[Session]:
+    """A desktop-sized page on the API, logged in with the read token, watched for dialogs,
+    CSP violations and errors."""
     context = browser.new_context(base_url=base_url, viewport=DESKTOP)
     context.set_default_timeout(10_000)
     page = context.new_page()
     watch = Watch()
     watch.attach(page)
+    log_in(page, settings.api_read_token.get_secret_value())
     try:
         yield Session(page, watch)
     finally:

@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from {{ cookiecutter.app_code }}.core.config import Settings
 
-from .conftest import DESKTOP, PHONE, Session, Watch
+from .conftest import DESKTOP, PHONE, Session, Watch, log_in
 
 pytestmark = pytest.mark.browser
 
@@ -55,13 +55,16 @@ def no_horizontal_scroll(page: Page) -> tuple[int, int]:
 # --- plain HTTP: headers, redirect, markup rules ------------------------------------------------
 
 
-def test_headers_redirect_and_no_inline_code(api: httpx.Client, run_id: str) -> None:
+def test_headers_redirect_and_no_inline_code(
+    api: httpx.Client, page_api: httpx.Client, run_id: str
+) -> None:
     redirect = api.get("/app", follow_redirects=False)
     assert redirect.status_code in (302, 307), redirect.status_code
     assert redirect.headers["location"].endswith(STATUS)
 
-    for path in (STATUS, f"{STATUS}/fragment", f"/app/v1/jobs/{run_id}-missing"):
-        response = api.get(path)
+    paths = (STATUS, f"{STATUS}/fragment", f"/app/v1/jobs/{run_id}-missing", "/app/v1/login")
+    for path in paths:
+        response = page_api.get(path) if "login" not in path else api.get(path)
         assert response.status_code == (404 if "missing" in path else 200), path
         assert response.headers["content-type"].startswith("text/html"), path
         for name, value in HEADERS.items():
@@ -196,11 +199,12 @@ def test_filter_by_status_and_function_with_the_form(
 
 
 def test_filters_work_without_javascript(
-    browser: Browser, base_url: str, finished_pair: tuple[str, str, str]
+    browser: Browser, base_url: str, settings: Settings, finished_pair: tuple[str, str, str]
 ) -> None:
     context = browser.new_context(base_url=base_url, java_script_enabled=False, viewport=DESKTOP)
     try:
         page = context.new_page()
+        log_in(page, settings.api_read_token.get_secret_value())  # a plain form: no script
         page.goto(STATUS)
         expect(page.locator("#live-toggle")).to_be_hidden()
         _filter(page, prefix=finished_pair[2], status="failed")
@@ -336,19 +340,21 @@ def test_health_workers_and_cron(session: Session, settings: Settings) -> None:
 # --- layout and screenshots ---------------------------------------------------------------------
 
 
-def _phone_page(browser: Browser, base_url: str) -> tuple[Page, Watch]:
+def _phone_page(browser: Browser, base_url: str, token: str) -> tuple[Page, Watch]:
     context = browser.new_context(
         base_url=base_url, viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True
     )
     page = context.new_page()
     watch = Watch()
     watch.attach(page)
+    log_in(page, token)
     return page, watch
 
 
 def test_fits_375px_and_screenshots(
     browser: Browser,
     base_url: str,
+    settings: Settings,
     session: Session,
     submit: Callable[..., str],
     wait_for_job: Callable[[str], dict[str, Any]],
@@ -364,7 +370,7 @@ def test_fits_375px_and_screenshots(
     session.page.goto(f"/app/v1/jobs/{job_id}")
     session.page.screenshot(path=str(artifacts / "job-desktop.png"), full_page=True)
 
-    page, watch = _phone_page(browser, base_url)
+    page, watch = _phone_page(browser, base_url, settings.api_read_token.get_secret_value())
     try:
         for path, shot in ((STATUS, "status-375.png"), (f"/app/v1/jobs/{job_id}", "job-375.png")):
             page.goto(path)

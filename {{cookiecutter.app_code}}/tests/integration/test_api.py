@@ -16,14 +16,16 @@ def test_health_is_ok(api: httpx.Client) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_info_says_the_database_is_connected(api: httpx.Client) -> None:
-    body = api.get("/api/v1/info").json()
+def test_info_says_the_database_is_connected(api: httpx.Client, read_auth: dict[str, str]) -> None:
+    body = api.get("/api/v1/info", headers=read_auth).json()
     assert body["database"] == "connected"
     assert body["app_code"] == "{{ cookiecutter.app_code }}"
 
 
-def test_ready_sees_postgres_redis_and_a_worker(api: httpx.Client) -> None:
-    response = api.get("/api/v1/ready")
+def test_ready_sees_postgres_redis_and_a_worker(
+    api: httpx.Client, read_auth: dict[str, str]
+) -> None:
+    response = api.get("/api/v1/ready", headers=read_auth)
     assert response.status_code == 200, response.text
     assert response.json()["components"]["postgres"] == "ok"
     assert response.json()["components"]["redis"] == "ok"
@@ -43,14 +45,16 @@ def test_openapi_documents_every_status_code(api: httpx.Client) -> None:
         assert "openapi.json" in response.text
 
 
-def test_submit_without_token_is_401(api: httpx.Client, job_id: Callable[[str], str]) -> None:
+def test_submit_without_token_is_401(
+    api: httpx.Client, read_auth: dict[str, str], job_id: Callable[[str], str]
+) -> None:
     body = {"job_id": job_id("noauth"), "function": "hello"}
     assert api.post("/api/v1/jobs", json=body).status_code == 401
     wrong = {"Authorization": "Bearer not-the-token"}
     response = api.post("/api/v1/jobs", json=body, headers=wrong)
     assert response.status_code == 401
     assert "API_TOKEN" in response.json()["detail"]
-    assert api.get(f"/api/v1/jobs/{body['job_id']}").status_code == 404
+    assert api.get(f"/api/v1/jobs/{body['job_id']}", headers=read_auth).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -95,7 +99,7 @@ def test_bad_submissions_are_422_with_a_reason(
     assert says in response.text
 
 
-def test_unknown_job_is_404(api: httpx.Client) -> None:
-    response = api.get("/api/v1/jobs/never-submitted-0")
+def test_unknown_job_is_404(api: httpx.Client, read_auth: dict[str, str]) -> None:
+    response = api.get("/api/v1/jobs/never-submitted-0", headers=read_auth)
     assert response.status_code == 404
     assert "never-submitted-0" in response.json()["detail"]

@@ -123,19 +123,23 @@ def test_a_failing_job_is_recorded_as_failed(
 
 
 def test_jobs_can_be_listed_newest_first_with_a_cursor(
-    api: httpx.Client, submit: Submit, job_id: Callable[[str], str]
+    api: httpx.Client, read_auth: dict[str, str], submit: Submit, job_id: Callable[[str], str]
 ) -> None:
     ids = [job_id(f"list{i}") for i in range(3)]
     for jid in ids:
         assert submit(jid).status_code == 202
-    first = api.get("/api/v1/jobs", params={"function": "hello", "limit": 2}).json()
+    first = api.get(
+        "/api/v1/jobs", params={"function": "hello", "limit": 2}, headers=read_auth
+    ).json()
     assert len(first["jobs"]) == 2 and first["next_cursor"]
-    second = api.get("/api/v1/jobs", params={"limit": 2, "before": first["next_cursor"]}).json()
+    page_two = {"limit": 2, "before": first["next_cursor"]}
+    second = api.get("/api/v1/jobs", params=page_two, headers=read_auth).json()
     seen = [j["job_id"] for j in first["jobs"]] + [j["job_id"] for j in second["jobs"]]
     assert seen[:3] == ids[::-1]
     stamps = [j["enqueued_at"] for j in first["jobs"] + second["jobs"]]
     assert stamps == sorted(stamps, reverse=True)
-    assert api.get("/api/v1/jobs", params={"before": "garbage"}).status_code == 400
+    garbage = api.get("/api/v1/jobs", params={"before": "garbage"}, headers=read_auth)
+    assert garbage.status_code == 400
 
 
 @pytest.mark.anyio

@@ -87,8 +87,13 @@ _PLAIN = httpx.Client(timeout=3.0)  # one client: building one costs ~0.2 s (TLS
 
 
 def ready(settings: Settings) -> httpx.Response | None:
+    """Readiness with the read token: its answer names what is wrong, for the messages here."""
+    token = settings.api_read_token.get_secret_value()
     try:
-        return _PLAIN.get(f"http://127.0.0.1:{settings.api_port}/api/v1/ready")
+        return _PLAIN.get(
+            f"http://127.0.0.1:{settings.api_port}/api/v1/ready",
+            headers={"Authorization": f"Bearer {token}"},
+        )
     except httpx.HTTPError:
         return None
 
@@ -241,6 +246,8 @@ def redis_db(settings: Settings, stack: ModuleType) -> Iterator[redis.Redis]:
 def secrets_of(settings: Settings) -> dict[str, str]:
     values = {
         "API_TOKEN": settings.api_token,
+        "API_READ_TOKEN": settings.api_read_token,
+        "SESSION_SECRET": settings.session_secret,
         "DB_BOOTSTRAP_PWD": settings.db_bootstrap_pwd,
         "DB_ADMIN_PWD": settings.db_admin_pwd,
         "DB_DATA_PWD": settings.db_data_pwd,

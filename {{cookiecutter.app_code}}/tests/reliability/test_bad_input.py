@@ -235,9 +235,9 @@ BAD_READS = [
 
 @pytest.mark.parametrize(("path", "status", "says"), BAD_READS, ids=[p for p, _, _ in BAD_READS])
 def test_bad_read_is_a_4xx_saying_what_to_fix(
-    api: httpx.Client, path: str, status: int, says: str
+    api: httpx.Client, read_auth: dict[str, str], path: str, status: int, says: str
 ) -> None:
-    response = api.get(path)
+    response = api.get(path, headers=read_auth)
     assert response.status_code == status, response.text[:500]
     assert says in str(response.json()["detail"]), response.text[:500]
 

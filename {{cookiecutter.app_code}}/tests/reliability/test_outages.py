@@ -59,6 +59,7 @@ def test_redis_down_at_submit_time_accepts_and_runs_when_back(
     settings: Settings,
     api: httpx.Client,
     auth: dict[str, str],
+    read_auth: dict[str, str],
     job_id: Callable[[str], str],
     ledger: Ledger,
     spawn_api: Callable[..., tuple[Process, httpx.Client]],
@@ -75,10 +76,10 @@ def test_redis_down_at_submit_time_accepts_and_runs_when_back(
         assert response.status_code == 202, response.text
         assert took < settings.redis_timeout + 1.0, f"the 202 took {took:.2f} s"
         assert ledger.job(jid)["status"] == "queued"  # type: ignore[index]
-    assert api.get(f"/api/v1/jobs/{ids[0]}").json()["status"] == "queued"
+    assert api.get(f"/api/v1/jobs/{ids[0]}", headers=read_auth).json()["status"] == "queued"
 
     # Readiness says what is missing; liveness and reads carry on.
-    readiness = api.get("/api/v1/ready")
+    readiness = api.get("/api/v1/ready", headers=read_auth)
     assert readiness.status_code == 503
     assert readiness.json()["components"]["redis"].startswith("unavailable")
     assert readiness.json()["components"]["postgres"] == "ok"
@@ -254,6 +255,7 @@ def test_postgres_down_for_2_minutes_loses_nothing_and_costs_no_try(
     settings: Settings,
     api: httpx.Client,
     auth: dict[str, str],
+    read_auth: dict[str, str],
     job_id: Callable[[str], str],
     ledger: Ledger,
     redis_db: redis.Redis,
@@ -276,7 +278,7 @@ def test_postgres_down_for_2_minutes_loses_nothing_and_costs_no_try(
     assert "same job id" in response.json()["detail"]
     assert response.headers["retry-after"]
     assert redis_db.exists(f"arq:job:{refused}") == 0, "a refused submission reached Redis"
-    readiness = api.get("/api/v1/ready")
+    readiness = api.get("/api/v1/ready", headers=read_auth)
     assert readiness.status_code == 503
     assert readiness.json()["components"]["postgres"].startswith("unavailable")
     assert api.get("/health").status_code == 200

@@ -136,7 +136,9 @@ def test_postgres_refuses_a_wrong_password(settings: Settings, role: str) -> Non
 # --- the API: the token, and the headers -----------------------------------------------------
 
 
-def test_every_mutating_operation_requires_the_token(api: httpx.Client) -> None:
+def test_every_mutating_operation_requires_the_token(
+    api: httpx.Client, read_auth: dict[str, str]
+) -> None:
     spec = api.get("/openapi.json").json()
     mutating = [
         (method.upper(), path)
@@ -154,7 +156,24 @@ def test_every_mutating_operation_requires_the_token(api: httpx.Client) -> None:
             response = api.request(method, url, json=body, headers=headers)
             assert response.status_code == 401, f"{method} {path} {headers}: {response.text}"
             assert response.headers["www-authenticate"] == "Bearer"
-    assert api.get("/api/v1/jobs/no-token-probe").status_code == 404
+        refused = api.request(method, url, json=body, headers=read_auth)
+        assert refused.status_code == 403, f"{method} {path} with the read token: {refused.text}"
+    assert api.get("/api/v1/jobs/no-token-probe", headers=read_auth).status_code == 404
+
+
+def test_every_read_of_data_requires_a_token(api: httpx.Client) -> None:
+    """Everything but /health, /api/v1/ready and the documents needs a token; readiness
+    without one says ok or down and nothing of what is wrong (no host, port or role)."""
+    spec = api.get("/openapi.json").json()
+    open_paths = {"/health", "/api/v1/ready"}
+    reads = [path for path, ops in spec["paths"].items() if "get" in ops]
+    assert {"/api/v1/jobs", "/api/v1/jobs/{job_id}", "/api/v1/info"} <= set(reads)
+    for path in set(reads) - open_paths:
+        assert spec["paths"][path]["get"].get("security"), f"GET {path} declares no scheme"
+        response = api.get(path.replace("{job_id}", "some-job"))
+        assert response.status_code == 401, f"GET {path}: {response.text}"
+    terse = api.get("/api/v1/ready").json()
+    assert set(terse["components"].values()) <= {"ok", "down"}, terse
 
 
 SECURITY_HEADERS = {
@@ -188,14 +207,17 @@ def test_api_answers_carry_security_headers(
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, csp
 
 
-def test_a_page_keeps_its_own_policy(api: httpx.Client) -> None:
-    """The status page sets its own CSP (scripts from 'self'); the middleware must not replace
-    it. The docs pages load Swagger UI/ReDoc from a CDN: no CSP is forced on them."""
-    page = api.get("/app/v1/status")
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "script-src 'self'" in page.headers["content-security-policy"]
-    assert "default-src 'none'" not in page.headers["content-security-policy"]
-    assert page.headers["x-frame-options"] == "DENY"
+def test_a_page_keeps_its_own_policy(api: httpx.Client, page_api: httpx.Client) -> None:
+    """The status page sets its own CSP (scripts from 'self', forms to 'self'); the middleware
+    must not replace it. The docs pages load Swagger UI/ReDoc from a CDN: no CSP is forced on
+    them."""
+    for page in (page_api.get("/app/v1/status"), api.get("/app/v1/login")):
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert "form-action 'self'" in page.headers["content-security-policy"]
+        assert "default-src 'none'" not in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["cache-control"] == "no-store"
     docs = api.get("/docs")
     assert docs.status_code == 200
     assert "default-src 'none'" not in docs.headers.get("content-security-policy", "")
@@ -245,6 +267,7 @@ def test_no_secret_on_any_command_line(stack: ModuleType, settings: Settings) ->
 def test_no_secret_in_error_answers_or_ledger_errors(
     api: httpx.Client,
     auth: dict[str, str],
+    read_auth: dict[str, str],
     settings: Settings,
     ledger: Ledger,
     error_answers: list[httpx.Response],
@@ -258,9 +281,13 @@ def test_no_secret_in_error_answers_or_ledger_errors(
         api.post("/api/v1/jobs", content=b"{", headers=auth),
         api.post("/api/v1/jobs", json={"job_id": "a b", "function": "nope"}, headers=auth),
         api.post("/api/v1/jobs", content=b"x" * 200_000, headers=auth),
-        api.get("/api/v1/jobs/cron:%00"),
-        api.get("/api/v1/jobs?before=garbage"),
+        api.get("/api/v1/jobs/cron:%00", headers=read_auth),
+        api.get("/api/v1/jobs?before=garbage", headers=read_auth),
+        api.get("/api/v1/jobs", headers={"Authorization": f"Bearer {token}x"}),
+        api.post("/api/v1/jobs", json={"job_id": "x", "function": "hello"}, headers=read_auth),
         api.delete("/api/v1/jobs"),
+        api.post("/app/v1/login", data={"token": token + "x", "csrf_token": "x"}),
+        api.post("/app/v1/logout", data={"csrf_token": "x"}),
     ]
     answers = [r.text for r in [*fresh, *error_answers]]
     answers += [

@@ -23,7 +23,8 @@ from ..db.pool import InvalidValue
 from ..ledger.submit import HandOver
 from ..queue import QueueUnavailable, client, redis_ok, where
 from .middleware import BodySizeLimit, SecurityHeaders
-from .routes import health, jobs, status
+from .routes import health, jobs, login, status
+from .session import install as install_sessions
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(status.router)
+    app.include_router(login.router)
+    install_sessions(app, settings)  # the status page's login (api/session.py)
     app.mount("/static", StaticFiles(directory=status.STATIC_DIR), name="static")
 
     @app.exception_handler(DatabaseUnavailable)

@@ -151,4 +151,7 @@ class Info(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
-    components: dict[str, str]
+    components: dict[str, str] = Field(
+        description="`ok` or `down` without a token; with one, what is wrong with each"
+    )
+    detail: str | None = Field(None, description="How to see more, when the answer is terse")

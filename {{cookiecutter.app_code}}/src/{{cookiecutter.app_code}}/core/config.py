@@ -31,7 +31,7 @@ NOT_GIVEN = SecretStr("")
 # Which secrets each process holds, and nothing else: the native stack and compose hand each
 # process only these (tests check /proc/<pid>/environ and compose.yml against this table).
 PROCESS_SECRETS: dict[str, tuple[str, ...]] = {
-    "api": ("DB_APP_PWD", "REDIS_PASSWORD", "API_TOKEN"),
+    "api": ("DB_APP_PWD", "REDIS_PASSWORD", "API_TOKEN", "API_READ_TOKEN", "SESSION_SECRET"),
     "worker": ("DB_DATA_PWD", "REDIS_PASSWORD"),
     "migrate": ("DB_ADMIN_PWD",),
     "bootstrap": ("DB_BOOTSTRAP_PWD", "DB_ADMIN_PWD", "DB_DATA_PWD", "DB_APP_PWD"),
@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     # Secrets default to empty: a process holds only its own (PROCESS_SECRETS) and checks at
     # start that it has them (Settings.require).
     api_token: SecretStr = NOT_GIVEN
+    # Reads only: GET /api/v1/jobs..., /api/v1/info, /api/v1/ready's details, and a
+    # read-only status page session. API_TOKEN reads too. The two must differ.
+    api_read_token: SecretStr = NOT_GIVEN
+    # Signs the status page's session cookie (api/session.py); a new value ends every
+    # session. At least 32 characters.
+    session_secret: SecretStr = NOT_GIVEN
+    # How long a status page login lasts, from the login: 8 h.
+    session_max_age_seconds: int = Field(8 * 3600, ge=60, le=30 * 86400)
     # Larger bodies get a 413 before they are read. Twice the 64 KiB params limit
     # (api/schemas.py), so pretty-printed JSON within that limit still gets through.
     api_max_body_bytes: int = Field(128 * 1024, ge=1024)
@@ -208,6 +216,25 @@ class Settings(BaseSettings):
                 "worker's Sentinel connections without a CA file; install the CA in the "
                 "system's trust store (or point SSL_CERT_FILE at it) and remove "
                 "REDIS_SSL_CA_CERTS"
+            )
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _tokens_apart(self) -> Settings:
+        problems = []
+        read, write = self.api_read_token.get_secret_value(), self.api_token.get_secret_value()
+        if read and read == write:
+            problems.append(
+                "API_READ_TOKEN equals API_TOKEN, so the read token could write: give it a "
+                'value of its own (python -c "import secrets; print(secrets.token_urlsafe(32))")'
+            )
+        session_secret = self.session_secret.get_secret_value()
+        if session_secret and len(session_secret) < 32:
+            problems.append(
+                f"SESSION_SECRET is {len(session_secret)} characters; it needs at least 32 "
+                '(python -c "import secrets; print(secrets.token_urlsafe(32))")'
             )
         if problems:
             raise ValueError("\n  ".join(problems))

@@ -1,14 +1,19 @@
-"""Liveness, identity and readiness."""
+"""Liveness, identity and readiness.
+
+`/health` is open. `/api/v1/ready` is open too, for load balancers and orchestrators, but says
+only `ok` or `down` per component without a token: the reasons (host names, ports, roles,
+driver messages) are for a caller with API_READ_TOKEN or API_TOKEN. `/api/v1/info` needs one.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
 from ... import __version__
 from ...db import DatabaseUnavailable, get_one
 from ...queue import redis_ok
 from ...worker.heartbeat import live_workers
-from ..deps import ArqDep, PoolDep, SettingsDep
+from ..deps import ArqDep, OptionalAccessDep, PoolDep, SettingsDep, require_read
 from ..schemas import Health, Info, Problem, Readiness
 
 router = APIRouter(tags=["health"])
@@ -23,7 +28,11 @@ async def health() -> Health:
 @router.get(
     "/api/v1/info",
     response_model=Info,
-    responses={503: {"model": Problem, "description": "PostgreSQL is unavailable"}},
+    dependencies=[Depends(require_read)],
+    responses={
+        401: {"model": Problem, "description": "No token, or a wrong one: send API_READ_TOKEN"},
+        503: {"model": Problem, "description": "PostgreSQL is unavailable"},
+    },
     summary="What runs here, and whether it reaches its database",
 )
 async def info(settings: SettingsDep, pool: PoolDep) -> Info:
@@ -39,7 +48,14 @@ async def info(settings: SettingsDep, pool: PoolDep) -> Info:
     responses={503: {"model": Readiness, "description": "A component is not ready"}},
     summary="Readiness: PostgreSQL, Redis and a live worker",
 )
-async def ready(settings: SettingsDep, pool: PoolDep, arq: ArqDep, response: Response) -> Readiness:
+async def ready(
+    settings: SettingsDep,
+    pool: PoolDep,
+    arq: ArqDep,
+    response: Response,
+    access: OptionalAccessDep,
+) -> Readiness:
+    """Each component `ok` or `down`; with a token (either), what is wrong with it."""
     components: dict[str, str] = {}
     try:
         await get_one(pool, "health.ping")
@@ -56,4 +72,15 @@ async def ready(settings: SettingsDep, pool: PoolDep, arq: ArqDep, response: Res
     ok = all(v.startswith("ok") for v in components.values())
     if not ok:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    if access is None:
+        return Readiness(
+            status="ready" if ok else "not ready",
+            components={k: "ok" if v.startswith("ok") else "down" for k, v in components.items()},
+            detail=ANONYMOUS_DETAIL,
+        )
     return Readiness(status="ready" if ok else "not ready", components=components)
+
+
+ANONYMOUS_DETAIL = (
+    "each component is ok or down; send 'Authorization: Bearer <API_READ_TOKEN>' for what is wrong"
+)

@@ -1,4 +1,6 @@
-"""Submit jobs and read their records."""
+"""Submit jobs and read their records.
+
+Reading needs API_READ_TOKEN or API_TOKEN; submitting needs API_TOKEN (api/deps.py)."""
 
 from __future__ import annotations
 
@@ -13,13 +15,19 @@ from ...db import get_one
 from ...jobs import JOBS
 from ...ledger.reads import BadCursor, Cursor, list_jobs
 from ...ledger.submit import DuplicateJob, submit
-from ..deps import HandOverDep, PoolDep, require_token
+from ..deps import HandOverDep, PoolDep, require_read, require_write
 from ..schemas import JOB_ID_PATTERN, JobPage, JobRecord, JobSubmit, Problem, Status
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "PostgreSQL is unavailable; retry later"}
+}
+READ_REFUSED: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": Problem,
+        "description": "No token, or a wrong one: send API_READ_TOKEN or API_TOKEN",
+    }
 }
 NOT_COMMITTED: dict[int | str, dict[str, Any]] = {
     503: {
@@ -34,9 +42,10 @@ NOT_COMMITTED: dict[int | str, dict[str, Any]] = {
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobRecord,
-    dependencies=[Depends(require_token)],
+    dependencies=[Depends(require_write)],
     responses={
-        401: {"model": Problem, "description": "Missing or wrong bearer token"},
+        401: {"model": Problem, "description": "No token, or a wrong one: send API_TOKEN"},
+        403: {"model": Problem, "description": "The read-only token: a write needs API_TOKEN"},
         409: {"model": Problem, "description": "The job id was used before"},
         422: {"description": "Invalid job id, function or params"},
         **NOT_COMMITTED,
@@ -80,7 +89,12 @@ async def submit_job(
 @router.get(
     "",
     response_model=JobPage,
-    responses={400: {"model": Problem, "description": "Bad cursor"}, **UNAVAILABLE},
+    dependencies=[Depends(require_read)],
+    responses={
+        400: {"model": Problem, "description": "Bad cursor"},
+        **READ_REFUSED,
+        **UNAVAILABLE,
+    },
     summary="List jobs, newest first",
 )
 async def list_(
@@ -110,7 +124,12 @@ async def list_(
 @router.get(
     "/{job_id}",
     response_model=JobRecord,
-    responses={404: {"model": Problem, "description": "No job with this id"}, **UNAVAILABLE},
+    dependencies=[Depends(require_read)],
+    responses={
+        404: {"model": Problem, "description": "No job with this id"},
+        **READ_REFUSED,
+        **UNAVAILABLE,
+    },
     summary="One job's record",
 )
 async def get_job(pool: PoolDep, job_id: str) -> Any:

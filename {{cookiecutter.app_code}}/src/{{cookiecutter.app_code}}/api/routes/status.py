@@ -3,7 +3,9 @@
 `GET /app/v1/status` renders counts, the job table (filtered, cursor-paged), workers, cron
 schedules and a health line; `GET /app/v1/status/fragment` renders the same live sections
 for the page's script to swap in every 2 s. `GET /app/v1/jobs/{job_id}` shows one job.
-Reading is open, like `GET /api/v1/jobs`. Every value reaches the HTML through Jinja's
+Every route needs a session (api/session.py, api/routes/login.py): without one a page
+redirects (303) to the login page and a fragment answers 401.
+Every value reaches the HTML through Jinja's
 autoescaping; nothing is marked safe, and the Content-Security-Policy forbids inline code.
 """
 
@@ -24,7 +26,7 @@ import jinja2
 import redis.exceptions
 from arq.connections import ArqRedis
 from arq.cron import next_cron
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
@@ -36,6 +38,7 @@ from ...ledger.reads import BadCursor, Cursor, list_jobs
 from ...worker.cron import CronError, parse_cron
 from ...worker.heartbeat import STALE_SECONDS, worker_key, workers_key
 from ..deps import ArqDep, PoolDep, SettingsDep
+from ..session import require_fragment, require_page
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
 STATIC_DIR = PACKAGE_DIR / "web" / "static"
@@ -356,6 +359,8 @@ def _base_context(request: Request, settings: Settings, now: datetime) -> dict[s
         "base": request.scope.get("root_path", "").rstrip("/"),
         "now": now,
         "stale_seconds": int(STALE_SECONDS),
+        # Set by require_page: the role the page shows, and the logout form's CSRF token.
+        "session": getattr(request.state, "page_session", None),
     }
 
 
@@ -377,7 +382,7 @@ async def app_root(request: Request) -> RedirectResponse:
     return RedirectResponse(f"{base}/app/v1/status", status_code=307)
 
 
-@router.get("/v1/status", response_class=HTMLResponse)
+@router.get("/v1/status", response_class=HTMLResponse, dependencies=[Depends(require_page)])
 async def status_page(
     request: Request, settings: SettingsDep, pool: PoolDep, arq: ArqDep
 ) -> HTMLResponse:
@@ -386,7 +391,11 @@ async def status_page(
     return _render(request, "status.html", context, code)
 
 
-@router.get("/v1/status/fragment", response_class=HTMLResponse)
+@router.get(
+    "/v1/status/fragment",
+    response_class=HTMLResponse,
+    dependencies=[Depends(require_fragment)],
+)
 async def status_fragment(
     request: Request, settings: SettingsDep, pool: PoolDep, arq: ArqDep
 ) -> HTMLResponse:
@@ -421,7 +430,7 @@ async def _job_context(
     return context, 200
 
 
-@router.get("/v1/jobs/{job_id}", response_class=HTMLResponse)
+@router.get("/v1/jobs/{job_id}", response_class=HTMLResponse, dependencies=[Depends(require_page)])
 async def job_page(
     request: Request, job_id: str, settings: SettingsDep, pool: PoolDep
 ) -> HTMLResponse:
@@ -429,7 +438,11 @@ async def job_page(
     return _render(request, "job.html", context, code)
 
 
-@router.get("/v1/jobs/{job_id}/fragment", response_class=HTMLResponse)
+@router.get(
+    "/v1/jobs/{job_id}/fragment",
+    response_class=HTMLResponse,
+    dependencies=[Depends(require_fragment)],
+)
 async def job_fragment(
     request: Request, job_id: str, settings: SettingsDep, pool: PoolDep
 ) -> HTMLResponse:

@@ -8,6 +8,10 @@
  *
  * Polling pauses while the tab is hidden, while text is selected inside a live section, and
  * when the reader presses "Pause live updates". The header says when the data last updated.
+ *
+ * The fetch sends the session cookie (same origin). When the session has ended (401, or a
+ * redirect, which is not followed), the reader is sent to the login page, which brings them
+ * back here after.
  */
 (function () {
   "use strict";
@@ -24,6 +28,7 @@
   document.documentElement.classList.add("js");
 
   var url = root.getAttribute("data-fragment");
+  var login = root.getAttribute("data-login");
   var timer = 0;
   var busy = false;
   var paused = false;
@@ -106,6 +111,11 @@
     return changed;
   }
 
+  function toLogin() {
+    var here = window.location.pathname + window.location.search;
+    window.location.assign(login + "?next=" + encodeURIComponent(here));
+  }
+
   function schedule(delay) {
     window.clearTimeout(timer);
     if (!paused && !document.hidden) {
@@ -131,10 +141,16 @@
       headers: { Accept: "text/html" },
       cache: "no-store",
       credentials: "same-origin",
-      redirect: "error",
+      redirect: "manual",
       signal: controller.signal,
     })
       .then(function (response) {
+        if (response.status === 401 || response.type === "opaqueredirect") {
+          show("Your session has ended: opening the login page", "error");
+          paused = true;
+          toLogin();
+          return undefined;
+        }
         var type = response.headers.get("Content-Type") || "";
         if (type.indexOf("text/html") !== 0) {
           throw new Error("HTTP " + response.status);
