@@ -2,14 +2,17 @@
 """Start one process of the native stack with its own secrets and no others.
 
 supervisord runs `launch.py api -- uvicorn ...` and `launch.py worker -- arq ...`; supervisord
-itself holds no secret. This reads `.env` at each start (so a restart picks up a rotated
-secret), keeps every setting that is not a secret, adds the secrets PROCESS_SECRETS gives the
-process, tells it not to read `.env` itself (SETTINGS_ENV_FILE=), and execs the command: the
-process's /proc/<pid>/environ holds its own secrets only.
+itself holds no secret. This reads `.env` (the settings) and the process's own secrets file,
+which `make up` writes (`.local/run/<process>.secrets.json`, 0600: the secrets from the
+environment `make up` ran in, or from `.env`); keeps every setting that is not a secret, adds
+the secrets PROCESS_SECRETS gives the process, tells it not to read `.env` itself
+(SETTINGS_ENV_FILE=), and execs the command: the process's /proc/<pid>/environ holds its own
+secrets only.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -43,13 +46,34 @@ def environment(
     return env
 
 
+def secrets_file(process: str) -> Path:
+    return ROOT / ".local" / "run" / f"{process}.secrets.json"
+
+
+def write_secrets(process: str, base: Mapping[str, str]) -> Path:
+    """The process's own secrets (`base`, the caller's environment, over `.env`) in a new 0600
+    file that never follows a link: what launch.py gives the process at each (re)start."""
+    merged = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}
+    merged.update(base)
+    own = {name: merged[name] for name in PROCESS_SECRETS[process] if merged.get(name)}
+    path = secrets_file(process)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(own, fh)
+    return path
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[0] not in PROCESS_SECRETS or argv[1] != "--":
         known = "|".join(PROCESS_SECRETS)
         print(f"usage: launch.py ({known}) -- COMMAND [ARG ...]", file=sys.stderr)
         return 2
     process, command = argv[0], argv[2:]
-    env = environment(process, os.environ, dotenv_values(ROOT / ".env"))
+    settings = dotenv_values(ROOT / ".env")
+    if secrets_file(process).exists():
+        settings.update(json.loads(secrets_file(process).read_text()))
+    env = environment(process, os.environ, settings)
     os.execvpe(command[0], command, env)  # noqa: S606 - the command is stack.py's own
 
 

@@ -221,6 +221,8 @@ def start_supervisord(settings: Settings, env: dict[str, str]) -> supervised.Sup
     fd = os.open(SUPERVISOR_CONF, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(config)
+    for process in supervised.PROGRAMS:  # their own secrets, for launch.py
+        launch.write_secrets(process, os.environ)
     say("supervisord: starting (it keeps the worker and the API running)")
     argv = [sys.executable, "-m", "supervisor.supervisord", "-c", str(SUPERVISOR_CONF)]
     result = subprocess.run(argv, cwd=ROOT, env=process_env(None), capture_output=True, text=True)
