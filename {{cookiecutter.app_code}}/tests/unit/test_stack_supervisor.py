@@ -203,7 +203,9 @@ def test_supervisord_restarts_a_killed_program_and_a_stopped_one_stays_stopped(
         within=10,
     )
     second = client.info("worker")["pid"]
-    assert until(lambda: (base / "run/worker.pid").read_text() == f"{second}\n")
+    # The listener deletes the file when the old one exits and writes it when the new one runs.
+    pid_file = base / "run/worker.pid"
+    assert until(lambda: pid_file.exists() and pid_file.read_text() == f"{second}\n")
     assert until(lambda: sup.read_restarts(base / "run") == {"worker": 1})
 
     client.stop("worker")  # returns once it has exited, and it stays stopped
