@@ -68,7 +68,8 @@ def test_rendered_workflow_is_valid_and_runs_the_make_targets(cookies, tool) -> 
     }
     assert python == {"3.13"}
     services = spec["jobs"]["test"]["services"]
-    assert services["postgres"]["env"]["POSTGRES_USER"] == "billing42_admin"
+    # The CI server's superuser is the bootstrap user, not the admin role (no superuser).
+    assert services["postgres"]["env"]["POSTGRES_USER"] == "postgres"
     # The reliability suite restarts the servers itself: it gets the native stack's own (make up
     # starts them on the ports of .env.example), not service containers.
     reliability = spec["jobs"]["reliability"]
@@ -175,8 +176,6 @@ def test_template_ci_runs_the_readme_command(tool) -> None:
     runs = [s.get("run", "") for s in yaml.safe_load(workflow.read_text())["jobs"]["nox"]["steps"]]
     assert command in runs
     assert "python3 -m nox" in (TEMPLATE / ".ci" / "run").read_text()
-
-
 
 
 def test_readme_documents_every_variable_with_its_default(cookies) -> None:

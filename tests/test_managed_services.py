@@ -610,8 +610,9 @@ def test_the_stack_runs_on_tls_postgres_and_sentinel_redis(
             host="localhost",
             port=servers.pg_port,
             dbname=f"db_{app}",
-            user=servers.env["DB_ADMIN_USER"],
-            password=servers.env["DB_ADMIN_PWD"],
+            # Other roles' sessions are a superuser's to see (the admin role is none).
+            user=servers.env["DB_BOOTSTRAP_USER"],
+            password=servers.env["DB_BOOTSTRAP_PWD"],
             sslmode="verify-full",
             sslrootcert=str(ca),
         ) as conn:
