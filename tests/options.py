@@ -184,3 +184,16 @@ STACK_OPTION_SETS: list[tuple[str, dict[str, str]]] = [
         },
     ),
 ]
+
+# What the generation hook writes into .env, fresh each render (hooks/post_gen_project.py
+# SECRET_KEYS; test_hooks.py checks the two agree).
+SECRET_KEYS: tuple[str, ...] = (
+    "DB_BOOTSTRAP_PWD",
+    "DB_ADMIN_PWD",
+    "DB_DATA_PWD",
+    "DB_APP_PWD",
+    "REDIS_PASSWORD",
+    "API_TOKEN",
+    "API_READ_TOKEN",
+    "SESSION_SECRET",
+)

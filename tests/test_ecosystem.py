@@ -11,19 +11,10 @@ from pathlib import Path
 
 import yaml
 from cookiecutter.main import cookiecutter
+from options import SECRET_KEYS
 
 TEMPLATE = Path(__file__).resolve().parents[1]
-# What the generation hook writes into .env, fresh each render.
-SECRETS = {
-    "DB_BOOTSTRAP_PWD",
-    "DB_ADMIN_PWD",
-    "DB_DATA_PWD",
-    "DB_APP_PWD",
-    "REDIS_PASSWORD",
-    "API_TOKEN",
-    "API_READ_TOKEN",
-    "SESSION_SECRET",
-}
+SECRETS = set(SECRET_KEYS)  # what the generation hook writes into .env, fresh each render
 
 
 def bake(cookies, context: dict[str, str] | None = None) -> Path:

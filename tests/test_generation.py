@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from options import GOOD_OPTION_SETS, RENDER_OPTION_SETS
+from options import GOOD_OPTION_SETS, RENDER_OPTION_SETS, SECRET_KEYS
 
 EXPECTED_FILES = [
     ".env",
@@ -235,16 +235,7 @@ def test_compose_keeps_secrets_out_and_ports_local(cookies) -> None:
         assert secrets[key] and secrets[key] not in text
 
 
-SECRETS = (
-    "DB_BOOTSTRAP_PWD",
-    "DB_ADMIN_PWD",
-    "DB_DATA_PWD",
-    "DB_APP_PWD",
-    "REDIS_PASSWORD",
-    "API_TOKEN",
-    "API_READ_TOKEN",
-    "SESSION_SECRET",
-)
+SECRETS = SECRET_KEYS
 # Which secrets each compose service gets: the rendered core/config.py's PROCESS_SECRETS for the
 # API and the worker; the database's own container makes the roles (bootstrap), so it holds
 # their passwords; Flyway migrates as the admin; Redis has its own password.

@@ -17,21 +17,12 @@ from options import (
     GOOD_OPTION_SETS,
     MANY_PROBLEMS_INPUTS,
     NAMED_OPTION_SETS,
+    SECRET_KEYS,
 )
 
 TEMPLATE = Path(__file__).resolve().parents[1]
 CONTEXT = json.loads((TEMPLATE / "cookiecutter.json").read_text(encoding="utf-8"))
 PROMPTS = [key for key in CONTEXT if not key.startswith("_")]
-SECRET_KEYS = (
-    "DB_BOOTSTRAP_PWD",
-    "DB_ADMIN_PWD",
-    "DB_DATA_PWD",
-    "DB_APP_PWD",
-    "REDIS_PASSWORD",
-    "API_TOKEN",
-    "API_READ_TOKEN",
-    "SESSION_SECRET",
-)
 ENV_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)")
 PROBLEM_LINE = re.compile(r"[a-z_]+(?: and [a-z_]+)*: ")
 
