@@ -128,3 +128,12 @@ PoolDep = Annotated[Pool, Depends(get_pool)]
 ArqDep = Annotated[ArqRedis, Depends(get_arq)]
 HandOverDep = Annotated[HandOver, Depends(get_hand_over)]
 OptionalAccessDep = Annotated[Access | None, Depends(optional_access)]
+
+
+async def get_page_pool(request: Request) -> Pool:
+    """The status page's own small pool (ledger.reads.page_database): its reads never take
+    the connections submissions need."""
+    return request.app.state.page_database[Role.APP]  # type: ignore[no-any-return]
+
+
+PagePoolDep = Annotated[Pool, Depends(get_page_pool)]

@@ -20,6 +20,7 @@ from ..core.config import get_settings
 from ..core.logging import setup_logging
 from ..db import Database, DatabaseUnavailable, Role
 from ..db.pool import InvalidValue
+from ..ledger.reads import page_database
 from ..ledger.submit import HandOver
 from ..queue import QueueUnavailable, client, redis_ok, where
 from .middleware import BodySizeLimit, SecurityHeaders
@@ -43,6 +44,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.settings = settings
     app.state.database = Database(settings, Role.APP)
     await app.state.database.open(wait=False)
+    app.state.page_database = page_database(settings)  # the status page's reads, apart
+    await app.state.page_database.open(wait=False)
     app.state.arq = client(settings)
     app.state.hand_over = HandOver(app.state.arq, settings)
     if not await redis_ok(app.state.arq):
@@ -55,6 +58,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await app.state.arq.aclose()
         await app.state.database.close()
+        await app.state.page_database.close()
 
 
 def create_app() -> FastAPI:

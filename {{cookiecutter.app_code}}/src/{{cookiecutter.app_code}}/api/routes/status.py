@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
+import psycopg
 import redis.exceptions
 from arq.connections import ArqRedis
 from arq.cron import next_cron
@@ -33,11 +34,12 @@ from fastapi.templating import Jinja2Templates
 from ... import __version__
 from ...core.config import Settings
 from ...db import DatabaseUnavailable, get_many, get_one
+from ...db.helpers import Conn
 from ...jobs import JOBS
-from ...ledger.reads import BadCursor, Cursor, list_jobs
+from ...ledger.reads import BadCursor, Cursor, list_jobs, page_reads
 from ...worker.cron import CronError, parse_cron
 from ...worker.heartbeat import STALE_SECONDS, worker_key, workers_key
-from ..deps import ArqDep, PoolDep, SettingsDep
+from ..deps import ArqDep, PoolDep, SettingsDep, get_page_pool
 from ..session import require_fragment, require_page
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
@@ -197,9 +199,8 @@ def _job_view(row: dict[str, Any], now: datetime) -> dict[str, Any]:
     return view
 
 
-async def _counts(pool: PoolDep) -> dict[str, Any]:
-    # GROUP BY over the whole ledger: a full scan. Acceptable up to ~100k rows (see the
-    # measurement beside "status.counts" in db/queries.py); beyond, keep counters instead.
+async def _counts(pool: PoolDep | Conn) -> dict[str, Any]:
+    # The counters the ledger's triggers maintain (V4__job_counts.sql): no scan of job.
     rows = await get_many(pool, "status.counts")
     per: dict[str, dict[str, int]] = {name: dict.fromkeys(STATUSES, 0) for name in sorted(JOBS)}
     for row in rows:
@@ -242,7 +243,7 @@ def _cron_schedules(settings: Settings, now: datetime) -> list[dict[str, Any]]:
     return schedules
 
 
-async def _last_runs(pool: PoolDep, schedules: list[dict[str, Any]], now: datetime) -> None:
+async def _last_runs(pool: PoolDep | Conn, schedules: list[dict[str, Any]], now: datetime) -> None:
     for item in schedules:
         row = await get_one(pool, "cron.last_run", {"prefix": f"cron:{item['name']}:%"})
         item["last"] = _job_view(row, now) if row else None
@@ -306,24 +307,27 @@ async def _database_part(
 ) -> dict[str, Any]:
     part: dict[str, Any] = {"schedules": _cron_schedules(settings, now)}
     try:
-        ms = await _timed(get_one(pool, "health.ping"))
-        part["counts"] = await _counts(pool)
-        if filters is not None:
-            rows, nxt = await list_jobs(
-                pool,
-                status=filters.status,
-                function=filters.function,
-                id_prefix=filters.q,
-                before=filters.before,
-                limit=PAGE_SIZE,
-            )
-            part["jobs"] = [_job_view(r, now) for r in rows]
-            part["next_query"] = filters.query(before=nxt.encode()) if nxt else None
-        await _last_runs(pool, part["schedules"], now)
+        # One read-only transaction on the page's own pool, under a statement timeout.
+        async with page_reads(pool) as conn:
+            ms = await _timed(get_one(conn, "health.ping"))
+            part["counts"] = await _counts(conn)
+            if filters is not None:
+                rows, nxt = await list_jobs(
+                    conn,
+                    status=filters.status,
+                    function=filters.function,
+                    id_prefix=filters.q,
+                    before=filters.before,
+                    limit=PAGE_SIZE,
+                )
+                part["jobs"] = [_job_view(r, now) for r in rows]
+                part["next_query"] = filters.query(before=nxt.encode()) if nxt else None
+            await _last_runs(conn, part["schedules"], now)
     except DatabaseUnavailable as exc:
         # The reason (host, role, server message) goes to the log, not to an open page.
         log.warning("status page: %s", exc)
-        part["postgres"] = {"ok": False, "detail": "unavailable"}
+        slow = isinstance(exc.__cause__, psycopg.errors.QueryCanceled)
+        part["postgres"] = {"ok": False, "detail": "too slow" if slow else "unavailable"}
         return part
     part["postgres"] = {"ok": True, "detail": f"{ms:.1f} ms"}
     return part
@@ -333,6 +337,7 @@ async def _status_context(
     request: Request, settings: Settings, pool: PoolDep, arq: ArqRedis, filters: Filters
 ) -> tuple[dict[str, Any], int]:
     now = datetime.now(UTC)
+    pool = await get_page_pool(request)  # the page's own pool, not the submissions'
     db, red = await asyncio.gather(
         _database_part(pool, settings, filters, now), _redis_part(arq, settings.app_code, now)
     )
