@@ -22,8 +22,12 @@ from options import STACK_OPTION_SETS
 
 
 def make(
-    project: Path, python: str, *args: str, timeout: float = 600
+    project: Path, python: str, *args: str, timeout: float = 600, path: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """`make ARGS`; `path`: a folder put first on PATH (a fake docker)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "VIRTUAL_ENV"))}
+    if path is not None:
+        env["PATH"] = f"{path}{os.pathsep}{env.get('PATH', '')}"
     done = subprocess.run(
         ["make", *args, f"PYTHON={python}"],
         cwd=project,
@@ -31,7 +35,7 @@ def make(
         text=True,
         timeout=timeout,
         check=False,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "VIRTUAL_ENV"))},
+        env=env,
     )
     print(f"$ make {' '.join(args)}  (exit {done.returncode})\n{done.stdout}{done.stderr}")
     return done
@@ -75,6 +79,15 @@ def assert_supervisord_restarts_the_worker(project: Path, python: str) -> None:
     assert status_row(make(project, python, "status").stdout, "api")["restarts"] == "0"
 
 
+def docker_engine(folder: Path) -> Path:
+    """A fake `docker` whose engine and compose plugin answer, and which logs its calls."""
+    folder.mkdir()
+    docker = folder / "docker"
+    docker.write_text(f'#!/bin/sh\necho "$*" >> "{folder / "calls"}"\nexit 0\n')
+    docker.chmod(0o755)
+    return folder
+
+
 def listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
@@ -99,7 +112,7 @@ def processes_mentioning(*needles: str) -> list[str]:
     "context", [c for _, c in STACK_OPTION_SETS], ids=[i for i, _ in STACK_OPTION_SETS]
 )
 def test_make_up_test_down_without_docker(
-    cookies, context: dict[str, str], project_python: str
+    cookies, context: dict[str, str], project_python: str, tmp_path: Path
 ) -> None:
     result = cookies.bake(extra_context=context)
     assert result.exit_code == 0, result.exception
@@ -122,6 +135,9 @@ def test_make_up_test_down_without_docker(
         assert up.returncode == 0, logs(project)
         assert "stack is up" in up.stdout
         pg_home = Path((project / ".local/run/postgres.home").read_text())
+        assert (project / ".local/mode").read_text() == "local\n"  # what `down` will follow
+        for name in ("postgres", "redis", "supervisord"):  # pid and identity
+            assert len((project / f".local/run/{name}.pid").read_text().split()) == 2, name
 
         assert make(project, project_python, "status").returncode == 0
 
@@ -165,9 +181,12 @@ def test_make_up_test_down_without_docker(
             assert " passed" in reliability.stdout and " failed" not in reliability.stdout
             assert " skipped" not in reliability.stdout
     finally:
-        down = make(project, project_python, "down", timeout=120)
+        # A Docker engine started since `make up` changes nothing: the recorded mode is local.
+        engine = docker_engine(tmp_path / "docker-engine")
+        down = make(project, project_python, "down", timeout=120, path=engine)
     assert down.returncode == 0
     assert "stack is down" in down.stdout
+    assert not (engine / "calls").exists(), (engine / "calls").read_text()
 
     time.sleep(0.5)
     assert [p for p in ports if listening(p)] == [], "make down left a server listening"

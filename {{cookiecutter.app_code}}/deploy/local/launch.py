@@ -20,8 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # stack_processes beside this one
 
 from dotenv import dotenv_values  # noqa: E402
+from stack_processes import write_private  # noqa: E402
 
 from {{ cookiecutter.app_code }}.core.config import ENV_FILE_VARIABLE, PROCESS_SECRETS, SECRET_WORDS  # noqa: E402
 
@@ -52,16 +54,12 @@ def secrets_file(process: str) -> Path:
 
 def write_secrets(process: str, base: Mapping[str, str]) -> Path:
     """The process's own secrets (`base`, the caller's environment, over `.env`) in a new 0600
-    file that never follows a link: what launch.py gives the process at each (re)start."""
+    file that never follows a link (a link or another's file there is refused): what launch.py
+    gives the process at each (re)start."""
     merged = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}
     merged.update(base)
     own = {name: merged[name] for name in PROCESS_SECRETS[process] if merged.get(name)}
-    path = secrets_file(process)
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(own, fh)
-    return path
+    return write_private(secrets_file(process), json.dumps(own))
 
 
 def main(argv: list[str]) -> int:

@@ -7,7 +7,12 @@ bootstraps the roles, applies the Flyway migrations natively, then starts a proj
 supervisord that runs the worker and the API and restarts either when it exits
 (deploy/local/stack_supervisor.py). A server already answering on its port with the `.env`
 credentials is reused. Running `up` again starts whatever has stopped. `down` stops what `up`
-started and deletes its data.
+started and deletes its data. `mode` records how `make up` ran the stack (`.local/mode`).
+
+Run as root, it trusts nothing it did not make: its folders are 0700 and must be its own,
+secrets go into new 0600 files that no planted link redirects, and a pid file is believed (and
+its process signalled) only while the process has the identity recorded with it
+(stack_processes.py).
 
 Written by hand because no library runs "compose without containers"; it uses the project's
 own settings, psycopg and redis-py, so it runs with the project's virtual environment.
@@ -16,6 +21,7 @@ own settings, psycopg and redis-py, so it runs with the project's virtual enviro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -38,7 +44,9 @@ from stack_postgres import as_pg_user as as_pg_user  # noqa: E402
 from stack_postgres import (  # noqa: E402
     bootstrap,
     pg_answers,
-    pg_home,
+    pg_user,
+    recorded_home,
+    runtime_dirs,
     start_postgres,
     stop_postgres,
 )
@@ -50,21 +58,30 @@ from stack_processes import (  # noqa: E402
     STATE,
     StackError,
     alive,
+    check_dir,
+    identity,
     pidfile,
     port_open,
+    private_dir,
     read_pidfile,
     say,
     stop_pid,
     wait_for,
+    write_pidfile,
+    write_private,
 )
 from stack_processes import spawn as spawn  # noqa: E402
 from stack_processes import zombie as zombie  # noqa: E402
+from stack_redis import redis_answers, redis_client, start_redis  # noqa: E402
 
 from {{ cookiecutter.app_code }}.core.config import Settings, SettingsError, load_settings  # noqa: E402
 
 SERVICES = ("postgres", "redis", "worker", "api")
 SUPERVISOR_CONF = STATE / "supervisord.conf"
 SUPERVISOR_LOG = LOGS / "supervisord.log"
+SUPERVISOR_OWN_PID = RUN / "supervisord.own-pid"  # supervisord writes it; supervisord.pid: ours
+MODE_FILE = STATE / "mode"  # how `make up` ran the stack: compose or local (the Makefile reads it)
+MODES = ("compose", "local")
 
 
 # --- environment -----------------------------------------------------------------------------
@@ -114,60 +131,6 @@ def read_pid(name: str) -> int | None:
     return read_pidfile(name)
 
 
-# --- Redis -----------------------------------------------------------------------------------
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis(
-        host="127.0.0.1",
-        port=settings.redis_port,
-        password=settings.redis_password.get_secret_value(),
-        socket_timeout=1,
-        socket_connect_timeout=1,
-    )
-
-
-def redis_answers(settings: Settings) -> bool:
-    try:
-        return bool(redis_client(settings).ping())
-    except redis.RedisError:
-        return False
-
-
-def start_redis(settings: Settings) -> None:
-    if redis_answers(settings):
-        state = "running" if read_pid("redis") else "reusing the server"
-        say(f"redis: {state} on 127.0.0.1:{settings.redis_port}")
-        return
-    if port_open(settings.redis_port):
-        raise StackError(
-            f"port {settings.redis_port} is taken by a server that refuses REDIS_PASSWORD: "
-            "stop it, or set REDIS_HOST_PORT in .env to a free port"
-        )
-    server = shutil.which("redis-server")
-    if not server:
-        raise StackError(
-            "redis-server not found: install Redis (e.g. apt-get install redis-server)"
-        )
-    home = STATE / "redis"
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    RUN.mkdir(parents=True, exist_ok=True)
-    LOGS.mkdir(parents=True, exist_ok=True)
-    conf = home / "redis.conf"
-    # The password lives in a 0600 file, never on a command line.
-    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(
-            f"bind 127.0.0.1\nport {settings.redis_port}\nprotected-mode yes\n"
-            f"requirepass {settings.redis_password.get_secret_value()}\n"
-            f'dir {home}\nappendonly yes\nappendfsync everysec\nsave ""\n'
-            f"daemonize yes\npidfile {pidfile('redis')}\nlogfile {LOGS / 'redis.log'}\n"
-        )
-    say(f"redis: starting on 127.0.0.1:{settings.redis_port} (append-only)")
-    subprocess.run([server, str(conf)], check=True, cwd=home)
-    wait_for("redis", lambda: redis_answers(settings), 20, LOGS / "redis.log")
-
-
 # --- worker and API, under supervisord -------------------------------------------------------
 
 
@@ -204,23 +167,19 @@ def start_supervisord(settings: Settings, env: dict[str, str]) -> supervised.Sup
     pid = read_pid("supervisord")
     if pid:  # alive but deaf: its programs go with it
         stop_supervisord()
-    for folder in (LOGS, RUN, client.socket.parent):
-        folder.mkdir(parents=True, exist_ok=True)
-    for folder in (RUN, client.socket.parent):
-        folder.chmod(0o700)
+    runtime_dirs()
+    private_dir(client.socket.parent)  # RUN, or its own folder in the temp dir
     config = supervised.render_config(
         socket=client.socket,
         root=ROOT,
         logs=LOGS,
-        pidfile=pidfile("supervisord"),
+        pidfile=SUPERVISOR_OWN_PID,
         identifier=f"{PACKAGE}-{settings.api_port}",
         programs=programs(settings),
     )
     for stale in (supervised.RESTARTS, *(f"{name}.pid" for name in supervised.PROGRAMS)):
         (RUN / stale).unlink(missing_ok=True)  # counts and pids start again with supervisord
-    fd = os.open(SUPERVISOR_CONF, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(config)
+    write_private(SUPERVISOR_CONF, config)
     for process in supervised.PROGRAMS:  # their own secrets, for launch.py
         launch.write_secrets(process, os.environ)
     say("supervisord: starting (it keeps the worker and the API running)")
@@ -232,6 +191,9 @@ def start_supervisord(settings: Settings, env: dict[str, str]) -> supervised.Sup
             f"see {SUPERVISOR_LOG} and its config {SUPERVISOR_CONF}; fix it and run make up again"
         )
     wait_for("supervisord", client.answers, 15, SUPERVISOR_LOG)
+    own = client.pid()  # its own word, over the socket in our private folder
+    if own:
+        write_pidfile("supervisord", own)
     return client
 
 
@@ -239,10 +201,12 @@ def stop_supervisord() -> None:
     """Stop the worker and the API (in-flight jobs go back to the queue), then supervisord."""
     client = supervisor()
     pids = {name: read_pid(name) for name in reversed(supervised.PROGRAMS)}
+    who = {name: identity(pid) for name, pid in pids.items() if pid}  # who they are now
     for name, pid in pids.items():
         if pid:
             say(f"{name}: stopping (pid {pid})")
     own = read_pid("supervisord")
+    own_id = identity(own) if own else None
     if own:
         say(f"supervisord: stopping (pid {own})")
     if client.answers():
@@ -250,15 +214,15 @@ def stop_supervisord() -> None:
     elif own:
         os.kill(own, signal.SIGTERM)  # supervisord stops its programs on SIGTERM too
     deadline = time.monotonic() + 2 * supervised.STOP_WAIT_SECONDS + 5
-    while own and alive(own) and time.monotonic() < deadline:
+    while own and alive(own, own_id) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if own and alive(own):
+    if own and alive(own, own_id):
         stop_pid("supervisord", own, timeout=1)
-    for name, pid in pids.items():  # nothing outlives it
-        if pid and alive(pid):
+    for name, pid in pids.items():  # nothing outlives it (and nothing that is not it is hit)
+        if pid and alive(pid, who.get(name)):
             stop_pid(name, pid)
-    pidfile("supervisord").unlink(missing_ok=True)
-    client.socket.unlink(missing_ok=True)
+    for stale in (pidfile("supervisord"), SUPERVISOR_OWN_PID, client.socket):
+        stale.unlink(missing_ok=True)
 
 
 def env_changed() -> bool:
@@ -363,8 +327,24 @@ def stop_service(name: str) -> None:
 # --- commands --------------------------------------------------------------------------------
 
 
+def record_mode(mode: str) -> None:
+    """`.local/mode`: how `make up` ran the stack, for `down`, `status`, `logs` and the rest to
+    use the same (a Docker engine started later changes nothing). "none" forgets it."""
+    if mode in MODES:
+        runtime_dirs()
+        write_private(MODE_FILE, f"{mode}\n")
+        return
+    if not check_dir(STATE):
+        return
+    MODE_FILE.unlink(missing_ok=True)
+    for folder in (LOGS, RUN, STATE):  # what is left of a compose run: empty folders
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def up(settings: Settings) -> None:
     env = child_env(settings)
+    record_mode("local")
     start_postgres(settings)
     bootstrap(settings, process_env("bootstrap"))
     migrate(settings)
@@ -385,6 +365,8 @@ def up(settings: Settings) -> None:
 
 
 def down(settings: Settings) -> None:
+    for folder in (STATE, RUN):  # what is in them is trusted only when they are ours
+        check_dir(folder)
     # Extra processes with a pid file here (workers the tests start) go first.
     extra = sorted(p.stem for p in RUN.glob("*.pid") if p.stem not in (*SERVICES, "supervisord"))
     for name in extra:
@@ -399,11 +381,10 @@ def down(settings: Settings) -> None:
         say(f"redis: stopping (pid {pid})")
         stop_pid("redis", pid)
     stop_postgres()
-    home = (
-        Path((RUN / "postgres.home").read_text()) if (RUN / "postgres.home").exists() else pg_home()
-    )
-    for path in {home, STATE, supervisor().socket.parent}:
-        if path.exists():
+    home, user = recorded_home(), pg_user()
+    owners = {home: None if user is None else user.pw_uid, supervisor().socket.parent: None}
+    for path in {**owners, STATE: None}:
+        if check_dir(path, owners.get(path)):  # never another's folder
             shutil.rmtree(path)
     say("stack is down; its data is deleted")
 
@@ -454,9 +435,16 @@ def status(settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("command", choices=("up", "down", "status", "bootstrap", "migrate"))
+    commands = ("up", "down", "status", "bootstrap", "migrate", "mode")
+    parser.add_argument("command", choices=commands)
+    parser.add_argument("mode", nargs="?", choices=(*MODES, "none"), help="with `mode`")
     args = parser.parse_args(argv)
+    if (args.command == "mode") != bool(args.mode):
+        parser.error("`mode` takes compose, local or none (and only `mode` takes one)")
     try:
+        if args.command == "mode":
+            record_mode(args.mode)
+            return 0
         settings = load_settings()
         if args.command == "up":
             up(settings)

@@ -20,10 +20,17 @@ from stack_processes import (
     RUN,
     STATE,
     StackError,
+    alive,
+    check_dir,
+    command_line,
     pidfile,
     port_open,
+    private_dir,
     say,
+    state_dirs,
     wait_for,
+    write_pidfile,
+    write_private,
 )
 from stack_processes import read_pidfile as read_pid
 
@@ -58,21 +65,62 @@ def pg_user() -> pwd.struct_passwd | None:
     raise StackError("running as root and no 'postgres' or 'nobody' user exists to run PostgreSQL")
 
 
+def state_group() -> int:
+    """The group `.local` gets: as root, the cluster's user's, so that it can pass through to
+    `.local/postgres` (mode 0710); -1 (unchanged, mode 0700) otherwise."""
+    user = pg_user()
+    return -1 if user is None else user.pw_gid
+
+
+def runtime_dirs() -> None:
+    """`.local`, `.local/logs` and `.local/run`, private (refused when they are not ours)."""
+    state_dirs(state_group())
+
+
+def tmp_home() -> Path:
+    digest = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"{PACKAGE}-postgres-{digest}"
+
+
 def pg_home() -> Path:
     """Where the cluster lives: `.local/postgres`, unless its owner could not reach it.
 
     As root the cluster runs as another user, who needs to traverse every parent folder; a
     project under /root or a 0700 temp folder is not reachable, so the cluster goes to a
-    folder in the temp dir named after the project path instead.
+    folder in the temp dir named after the project path instead (made 0700 for that user; one
+    that is there already and not its own is refused). `.local` lets that user's group through.
     """
     home = STATE / "postgres"
     if pg_user() is None:
         return home
-    for parent in home.parents:
+    for parent in home.parents[1:]:
         if parent.exists() and not parent.stat().st_mode & 0o001:
-            digest = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
-            return Path(tempfile.gettempdir()) / f"{PACKAGE}-postgres-{digest}"
+            return tmp_home()
     return home
+
+
+def recorded_home() -> Path:
+    """The cluster's folder as `up` recorded it (one of the two pg_home gives), or pg_home()."""
+    try:
+        home = Path((RUN / "postgres.home").read_text().strip())
+    except OSError:
+        return pg_home()
+    return home if home in (STATE / "postgres", tmp_home()) else pg_home()
+
+
+def postmaster_pid(data: Path) -> int | None:
+    """The pid in `data/postmaster.pid` while it is this cluster's postmaster: alive, and its
+    command line names `data` (a stale file's pid may be any process by now)."""
+    try:
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if not alive(pid):
+        return None
+    command = command_line(pid)
+    if not command and not Path("/proc/self").exists():
+        return pid  # no /proc (macOS): pg_ctl's own check
+    return pid if "postgres" in command and f"-D {data}" in command else None
 
 
 def as_pg_user() -> dict[str, int]:
@@ -108,17 +156,9 @@ def initdb(settings: Settings, home: Path, data: Path, owner: dict[str, int]) ->
     no superuser."""
     say(f"postgres: initdb into {data}")
     pwfile = home / "pwfile"
-    try:  # a new file, never one that is there already or a link planted in its place
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        raise StackError(
-            f"{pwfile} exists already: a failed initdb left it, or someone else put it there; "
-            "check and delete it, then run make up again"
-        ) from None
-    with os.fdopen(fd, "w") as fh:
-        fh.write(settings.db_bootstrap_pwd.get_secret_value() + "\n")
-    if owner:
-        os.chown(pwfile, owner["user"], owner["group"])
+    # A new file, never through a link planted in its place: write_private refuses one.
+    secret = settings.db_bootstrap_pwd.get_secret_value() + "\n"
+    write_private(pwfile, secret, (owner["user"], owner["group"]) if owner else None)
     try:
         subprocess.run(
             [
@@ -163,12 +203,13 @@ def start_postgres(settings: Settings) -> None:
             "or set DB_HOST_PORT in .env to a free port"
         )
     owner = as_pg_user()
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    runtime_dirs()
     if owner:
-        os.chown(home, owner["user"], owner["group"])
+        private_dir(home, owner["user"], owner["group"])
+    else:
+        private_dir(home)
     if not (data / "PG_VERSION").exists():
         initdb(settings, home, data, owner)
-    LOGS.mkdir(parents=True, exist_ok=True)
     log = home / "postgres.log"
     options = f"-p {settings.db_port} -c listen_addresses=127.0.0.1 -k {home}"
     say(f"postgres: starting on 127.0.0.1:{settings.db_port}")
@@ -193,12 +234,13 @@ def start_postgres(settings: Settings) -> None:
     )
     if result.returncode != 0:
         raise StackError(f"PostgreSQL did not start ({log}):\n{result.stdout}{result.stderr}")
-    RUN.mkdir(parents=True, exist_ok=True)
-    pid = (data / "postmaster.pid").read_text().split()[0]
-    pidfile("postgres").write_text(f"{pid}\n")
-    (RUN / "postgres.home").write_text(str(home))
+    pid = postmaster_pid(data)
+    if pid is None:
+        raise StackError(f"PostgreSQL started, but {data / 'postmaster.pid'} names no postmaster")
+    write_pidfile("postgres", pid)
+    write_private(RUN / "postgres.home", str(home))
     link = LOGS / "postgres.log"
-    if not link.exists():
+    if not os.path.lexists(link):
         link.symlink_to(log)
     wait_for("postgres", lambda: pg_answers(settings), 30, log)
 
@@ -243,11 +285,14 @@ def bootstrap(settings: Settings, env: dict[str, str]) -> None:
 
 
 def stop_postgres() -> None:
-    if read_pid("postgres") is None:
+    """Stop this project's cluster, if its postmaster runs (pg_ctl signals the pid in
+    postmaster.pid: postmaster_pid checks first that it is the postmaster)."""
+    home = recorded_home()
+    if postmaster_pid(home / "data") is None:
+        pidfile("postgres").unlink(missing_ok=True)
         return
-    home = (
-        Path((RUN / "postgres.home").read_text()) if (RUN / "postgres.home").exists() else pg_home()
-    )
+    owner = pg_user()
+    check_dir(home, None if owner is None else owner.pw_uid)
     say("postgres: stopping")
     subprocess.run(
         [pg_bin("pg_ctl"), "-D", str(home / "data"), "-m", "fast", "-w", "stop"],

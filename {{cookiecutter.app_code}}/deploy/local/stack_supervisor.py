@@ -153,6 +153,13 @@ class Supervisor:
         except RPC_ERRORS:
             return False
 
+    def pid(self) -> int | None:
+        """supervisord's own pid (getPID), or None without an answer."""
+        try:
+            return int(self.rpc().getPID())
+        except RPC_ERRORS:
+            return None
+
     def info(self, name: str) -> dict[str, Any] | None:
         """getProcessInfo (statename, pid, start, now, spawnerr, ...), or None without an
         answer."""
