@@ -166,6 +166,10 @@ def test_template_ci_runs_the_readme_command(tool) -> None:
     assert command in readme
     runs = [s.get("run", "") for s in yaml.safe_load(workflow.read_text())["jobs"]["nox"]["steps"]]
     assert command in runs
+    # The quick start's render, without pipx: the same install, then cookiecutter on the clone.
+    quick = "python3 -m pip install cookiecutter && python3 -m cookiecutter"
+    assert f"{quick} gh:<owner>/async-service" in readme and "`python3 -m cookiecutter .`" in readme
+    assert any(r.startswith(f"{quick} --no-input . ") for r in runs), runs
     assert "python3 -m nox" in (TEMPLATE / ".ci" / "run").read_text()
 
 
@@ -292,14 +296,15 @@ def test_every_readme_command_is_run_by_a_test(cookies, tool, tmp_path) -> None:
         return done
 
     ran: set[str] = set()
-    # "Update from a newer template", run as written: the test's cookiecutter for pipx's, this
-    # template for <template>; with the same template nothing but .env may differ.
+    # "Update from a newer template", run as written: the test's cookiecutter for
+    # `python3 -m cookiecutter`, this template for <template>; with the same template nothing
+    # but .env may differ.
     config = tmp_path / "cookiecutter.yaml"
     config.write_text(f"cookiecutters_dir: {tmp_path}/cc\nreplay_dir: {tmp_path}/replay\n")
-    update = re.search(r"```shell\n(pipx run cookiecutter --replay-file.*?)```", readme, re.S)
+    update = re.search(r"```shell\n(python3 -m cookiecutter --replay-file.*?)```", readme, re.S)
     assert update is not None, "the README lost its update commands"
     for line in update[1].splitlines():
-        pasted = line.replace("pipx run cookiecutter", tool("cookiecutter"))
+        pasted = line.replace("python3 -m cookiecutter", tool("cookiecutter"))
         pasted = pasted.replace("<template>", str(TEMPLATE)).replace(
             "/tmp/rerender", f"{tmp_path}/r"
         )
@@ -345,6 +350,13 @@ def test_every_readme_command_is_run_by_a_test(cookies, tool, tmp_path) -> None:
         elif command == f"python -m {app}.db.migrate":
             assert '"-m", f"{PACKAGE}.db.migrate"' in stack_py  # what `make migrate` runs
             how[command] = "run by make migrate"
+        elif command == "python3 -m pip install cookiecutter":
+            # What puts `python3 -m cookiecutter` there; the test's cookiecutter is that package.
+            assert Path(tool("cookiecutter")).exists()
+            how[command] = "the cookiecutter package the update commands above ran"
+        elif command in ("python3 -m cookiecutter", "pipx run cookiecutter"):
+            # The two spellings of the update command's first word, which ran above.
+            how[command] = "the update command, run above"
         elif command == "deploy/local/stack.py up":
             assert "deploy/local/stack.py up" in makefile
             how[command] = "run by make up"
@@ -393,7 +405,9 @@ def test_template_readme_has_prompts_tree_quick_start_contributing_changelog(coo
     context = json.loads((TEMPLATE / "cookiecutter.json").read_text())
     prompts = set(re.findall(r"^\| `([a-z_]+)` \|", readme, re.M))
     assert prompts == {k for k in context if not k.startswith("_")}
-    assert "pipx run cookiecutter gh:" in readme
+    # Plain pip first (a fresh machine has no pipx), pipx as the alternative.
+    pip_form = readme.index("python3 -m pip install cookiecutter && python3 -m cookiecutter gh:")
+    assert pip_form < readme.index("pipx run cookiecutter gh:")
     assert "python3 -m pip install nox uv && python3 -m nox" in readme
     for heading in ("## Prompts", "## What is generated", "## Contributing", "## Changelog"):
         assert f"\n{heading}\n" in readme, f"the README has no {heading}"
