@@ -342,18 +342,65 @@ def record_mode(mode: str) -> None:
             folder.rmdir()
 
 
+def running_before(settings: Settings) -> set[str]:
+    """What answers before `up` starts anything: a server of an earlier `up` or one of the
+    user's (reused), supervisord and its programs. A failed `up` leaves those running."""
+    running = {
+        name for name, ok in (("postgres", pg_answers), ("redis", redis_answers)) if ok(settings)
+    }
+    client = supervisor()
+    if client.answers():
+        running.add("supervisord")
+        for name in supervised.PROGRAMS:
+            info = client.info(name)
+            if info and info.get("statename") == "RUNNING":
+                running.add(name)
+    return running
+
+
+def undo_up(before: set[str]) -> None:
+    """Stop what this `up` started and nothing that ran before it, after a failure."""
+    client = supervisor()
+    if "supervisord" not in before:
+        if client.answers() or read_pid("supervisord"):
+            stop_supervisord()
+    elif client.answers():
+        for name in reversed(supervised.PROGRAMS):
+            if name not in before:
+                with contextlib.suppress(Exception):
+                    client.stop(name)
+    if "redis" not in before:
+        pid = read_pid("redis")
+        if pid:
+            say(f"redis: stopping (pid {pid}), started by this failed run")
+            stop_pid("redis", pid)
+        pidfile("redis").unlink(missing_ok=True)
+    if "postgres" not in before:
+        stop_postgres()  # only this project's cluster, and only when its postmaster runs
+
+
 def up(settings: Settings) -> None:
     env = child_env(settings)
+    before = running_before(settings)
     record_mode("local")
-    start_postgres(settings)
-    bootstrap(settings, process_env("bootstrap"))
-    migrate(settings)
-    start_redis(settings)
-    if supervisor().answers() and env_changed():
-        say(".env changed since supervisord started: restarting the worker and the API with it")
-        stop_supervisord()
-    start_worker(settings, env)
-    start_api(settings, env)
+    try:
+        start_postgres(settings)
+        bootstrap(settings, process_env("bootstrap"))
+        migrate(settings)
+        start_redis(settings)
+        if supervisor().answers() and env_changed():
+            say(".env changed since supervisord started: restarting the worker and the API")
+            stop_supervisord()
+            before -= {"supervisord", *supervised.PROGRAMS}
+        start_worker(settings, env)
+        start_api(settings, env)
+    except BaseException:
+        say("up failed: stopping what this run started (what ran before it keeps running)")
+        try:
+            undo_up(before)
+        except Exception as exc:  # the first error is the one to show; this one is said
+            say(f"could not stop everything this run started ({exc}): run `make down`")
+        raise
     base = f"http://localhost:{settings.api_port}"
     say("stack is up (local processes; worker and API under supervisord; logs: make logs)")
     for label, path in (
@@ -458,6 +505,12 @@ def main(argv: list[str] | None = None) -> int:
             migrate(settings)
     except (StackError, SettingsError) as exc:
         print(f"[{PACKAGE}] error: {exc}", file=sys.stderr)
+        if args.command == "up" and isinstance(exc, StackError):
+            print(
+                f"[{PACKAGE}] what this run started is stopped again; `make down` stops "
+                "everything the stack runs (servers of earlier runs too) and deletes its data",
+                file=sys.stderr,
+            )
         return 1
     return 0
 
