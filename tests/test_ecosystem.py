@@ -422,3 +422,26 @@ def test_template_readme_has_prompts_tree_quick_start_contributing_changelog(coo
     for entry in entries:
         for name in entry.split(", "):
             assert (project / name).exists(), f"the README's tree shows {name}; a render has not"
+
+
+def test_no_workflow_installs_chromium_with_apt_on_ubuntu(cookies) -> None:
+    """Ubuntu's apt `chromium` is a snap shim that fails on GitHub runners: both workflows use
+    the runner's Google Chrome (CHROME), which the browser tests look up first."""
+    project = bake(cookies)
+    for workflow in (
+        TEMPLATE / ".github" / "workflows" / "ci.yml",
+        project / ".github" / "workflows" / "ci.yml",
+    ):
+        spec = yaml.safe_load(workflow.read_text())
+        browser_set = False
+        for name, job in spec["jobs"].items():
+            if not str(job.get("runs-on", "")).startswith("ubuntu"):
+                continue
+            for step in job["steps"]:
+                for line in step.get("run", "").splitlines():
+                    if "apt-get install" in line or "apt install" in line:
+                        assert "chromium" not in line.split(), f"{workflow}: {name}: {line}"
+                env = {**spec.get("env", {}), **job.get("env", {}), **step.get("env", {})}
+                if "make test " in step.get("run", "") + " " or "nox" in step.get("run", ""):
+                    browser_set |= env.get("CHROME") == "/usr/bin/google-chrome"
+        assert browser_set, f"{workflow}: the browser tests are not pointed at the runner's Chrome"

@@ -1,8 +1,11 @@
-"""Fixtures for the browser tests: the running API (`make up`), Debian's Chromium, a watched page
-logged in to the status page with API_READ_TOKEN (through the login form, as a person does).
+"""Fixtures for the browser tests: the running API (`make up`), the machine's Chromium or Chrome, a
+watched page logged in to the status page with API_READ_TOKEN (through the login form, as a
+person does).
 
-Playwright drives the system Chromium at /usr/bin/chromium; it never downloads a browser.
-Without that binary, or without the stack, the tests fail and say what to do; none is skipped.
+Playwright drives the browser browser_path.find_browser finds (CHROMIUM or CHROME, then
+chromium, chromium-browser, google-chrome, google-chrome-stable on PATH); it never downloads
+one. Without a browser, or without the stack, the tests fail and say what to do; none is
+skipped.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from playwright.sync_api import (
 
 from {{ cookiecutter.app_code }}.core.config import Settings
 
-CHROMIUM = Path("/usr/bin/chromium")
+from .browser_path import BrowserNotFound, find_browser
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -76,13 +80,11 @@ def pw() -> Iterator[Playwright]:
 
 @pytest.fixture(scope="module")
 def browser(pw: Playwright) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests drive Debian's Chromium "
-            "(install it with `apt-get install -y chromium`); they never download a browser",
-            pytrace=False,
-        )
-    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    try:
+        executable = find_browser()
+    except BrowserNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
+    browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
     try:
         yield browser
     finally:
