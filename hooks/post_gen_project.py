@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,15 +133,35 @@ def fix_scripts(project: Path) -> None:
         make_executable(script)
 
 
+def succeeds(argv: list[str]) -> bool:
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def up_mode() -> str:
+    """What `make up` will use here, by the Makefile's test: a Docker engine that answers
+    (`docker info`) with compose, else the stack as local processes."""
+    if succeeds(["docker", "info"]) and succeeds(["docker", "compose", "version"]):
+        return "make up will use compose (a Docker engine answers `docker info`)"
+    return (
+        "make up will run the stack as local processes (no Docker engine with compose here); "
+        "it needs PostgreSQL's server binaries (initdb, pg_ctl), psql and redis-server"
+    )
+
+
 def print_next_steps(project: Path) -> None:
     base = f"http://localhost:{ANSWERS['api_host_port']}"
     print(
-        f"\nCreated {project}\n\nNext steps:\n"
+        f"\nCreated {project}\n\n{up_mode()}\n\nNext steps:\n"
         f"  cd {ANSWERS['app_code']} && make up\n"
         f"  API docs:  {base}/docs\n"
         f"  ReDoc:     {base}/redoc\n"
         f"  Status:    {base}/app/v1/status\n"
-        "  make test"
+        "  make test\n"
+        "  make down   (stops the stack and deletes its data)"
     )
 
 

@@ -146,8 +146,43 @@ def test_next_steps_are_printed(cookies, capfd):
         "http://localhost:9000/redoc",
         "http://localhost:9000/app/v1/status",
         "make test",
+        "make down",
     ):
         assert text in out
+
+
+def fake_docker(folder: Path, info_ok: bool, compose_ok: bool) -> None:
+    folder.mkdir()
+    (folder / "docker").write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = info ] && exit {0 if info_ok else 1}\n'
+        f'[ "$1 $2" = "compose version" ] && exit {0 if compose_ok else 1}\n'
+        "exit 1\n"
+    )
+    (folder / "docker").chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("info_ok", "compose_ok", "expected"),
+    [
+        (True, True, "make up will use compose"),
+        (True, False, "make up will run the stack as local processes"),
+        (False, True, "make up will run the stack as local processes"),
+    ],
+)
+def test_next_steps_name_the_mode_make_up_will_use(
+    cookies, capfd, monkeypatch, tmp_path, info_ok, compose_ok, expected
+):
+    fake_docker(tmp_path / "bin", info_ok, compose_ok)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    result = bake(cookies, NAMED_OPTION_SETS["next-steps"])
+    out = capfd.readouterr().out
+    assert result.exit_code == 0, result.exception
+    assert expected in out
+    if "local processes" in expected:
+        assert "PostgreSQL's server binaries" in out and "redis-server" in out
+    for command in ("make up", "make test", "make down"):
+        assert command in out
 
 
 # --- post_gen_project: .env
