@@ -24,7 +24,7 @@ from ..ledger.reads import page_database
 from ..ledger.submit import HandOver
 from ..queue import QueueUnavailable, client, redis_ok, where
 from .middleware import BodySizeLimit, SecurityHeaders
-from .routes import health, jobs, login, status
+from .routes import docs, health, jobs, login, status
 from .session import install as install_sessions
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,17 @@ def create_app() -> FastAPI:
         version=__version__,
         summary="Submit jobs, read their status.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are api/routes/docs.py's: offline, with a strict CSP
+        redoc_url=None,
     )
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(status.router)
     app.include_router(login.router)
+    app.include_router(docs.router)
     install_sessions(app, settings)  # the status page's login (api/session.py)
+    # Swagger UI's and ReDoc's files (mounted before /static: the first matching prefix wins).
+    app.mount(docs.ASSETS_URL, StaticFiles(directory=docs.ASSETS_DIR), name="docs-static")
     app.mount("/static", StaticFiles(directory=status.STATIC_DIR), name="static")
 
     @app.exception_handler(DatabaseUnavailable)

@@ -100,11 +100,11 @@ class BodySizeLimit:
 
 class SecurityHeaders:
     """nosniff, no referrer, no framing on every response; a CSP that allows nothing on every
-    response that is not HTML.
+    response that has none of its own.
 
-    A header a route set itself wins: the status page sends its own CSP for its HTML. HTML
-    without one (the Swagger UI and ReDoc pages, which load their scripts from a CDN) gets no
-    CSP here rather than one that would break it.
+    A header a route set itself wins: every HTML page sends its own CSP (the status page, its
+    login, and /docs and /redoc, whose assets this server serves: api/routes/docs.py). A page
+    added without one gets the deny-all policy, and shows unstyled until it sets its own.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -121,8 +121,7 @@ class SecurityHeaders:
                 for name, value in SECURITY_HEADERS.items():
                     if name not in headers:
                         headers[name] = value
-                html = headers.get("content-type", "").startswith("text/html")
-                if "content-security-policy" not in headers and not html:
+                if "content-security-policy" not in headers:
                     headers["Content-Security-Policy"] = API_CSP
             await send(message)
 
