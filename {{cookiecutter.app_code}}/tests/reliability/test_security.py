@@ -209,8 +209,7 @@ def test_api_answers_carry_security_headers(
 
 def test_a_page_keeps_its_own_policy(api: httpx.Client, page_api: httpx.Client) -> None:
     """The status page sets its own CSP (scripts from 'self', forms to 'self'); the middleware
-    must not replace it. The docs pages load Swagger UI/ReDoc from a CDN: no CSP is forced on
-    them."""
+    must not replace it. (The docs pages set their own too: tests/browser/test_api_docs.py.)"""
     for page in (page_api.get("/app/v1/status"), api.get("/app/v1/login")):
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "script-src 'self'" in page.headers["content-security-policy"]
