@@ -26,6 +26,7 @@ from dotenv import dotenv_values  # noqa: E402
 from stack_processes import write_private  # noqa: E402
 
 from {{ cookiecutter.app_code }}.core.config import ENV_FILE_VARIABLE, PROCESS_SECRETS, SECRET_WORDS  # noqa: E402
+from {{ cookiecutter.app_code }}.core.config import Settings  # noqa: E402
 
 
 def is_secret(name: str) -> bool:
@@ -45,6 +46,27 @@ def environment(
         if merged.get(name):
             env[name] = merged[name]
     env[ENV_FILE_VARIABLE] = ""
+    return env
+
+
+def process_env(process: str | None) -> dict[str, str]:
+    """The environment stack.py starts one process of the stack with: its own secrets only, and
+    it reads no `.env` itself. `None`: no secret at all (supervisord)."""
+    return _for_children(environment(process, os.environ, dotenv_values(ROOT / ".env")))
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """`.env` under the caller's environment, plus what the children need: every secret, for
+    the processes the tests start themselves. Never printed."""
+    env = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}
+    env.update(os.environ)
+    env.setdefault("FLYWAY_PASSWORD", settings.db_admin_pwd.get_secret_value())
+    return _for_children(env)
+
+
+def _for_children(env: dict[str, str]) -> dict[str, str]:
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
     return env
 
 

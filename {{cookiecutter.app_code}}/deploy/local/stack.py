@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the stack_* modules 
 import launch  # noqa: E402
 import redis  # noqa: E402
 import stack_supervisor as supervised  # noqa: E402
-from dotenv import dotenv_values  # noqa: E402
+from launch import child_env as child_env  # noqa: E402  (the tests' processes use it)
+from launch import process_env  # noqa: E402
 from stack_postgres import as_pg_user as as_pg_user  # noqa: E402
 from stack_postgres import (  # noqa: E402
     bootstrap,
@@ -82,29 +83,6 @@ SUPERVISOR_LOG = LOGS / "supervisord.log"
 SUPERVISOR_OWN_PID = RUN / "supervisord.own-pid"  # supervisord writes it; supervisord.pid: ours
 MODE_FILE = STATE / "mode"  # how `make up` ran the stack: compose or local (the Makefile reads it)
 MODES = ("compose", "local")
-
-
-# --- environment -----------------------------------------------------------------------------
-
-
-def process_env(process: str | None) -> dict[str, str]:
-    """The environment of one process of the stack: its own secrets only (launch.py), and it
-    reads no `.env` itself. `None`: no secret at all (supervisord)."""
-    env = launch.environment(process, os.environ, dotenv_values(ROOT / ".env"))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    """`.env` under the caller's environment, plus what the children need: every secret, for
-    the processes the tests start themselves. Never printed."""
-    env = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}
-    env.update(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("FLYWAY_PASSWORD", settings.db_admin_pwd.get_secret_value())
-    return env
 
 
 # --- migrations ------------------------------------------------------------------------------
