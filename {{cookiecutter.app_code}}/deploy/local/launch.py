@@ -25,8 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # stack_processes besi
 from dotenv import dotenv_values  # noqa: E402
 from stack_processes import write_private  # noqa: E402
 
-from {{ cookiecutter.app_code }}.core.config import ENV_FILE_VARIABLE, PROCESS_SECRETS, SECRET_WORDS  # noqa: E402
-from {{ cookiecutter.app_code }}.core.config import Settings  # noqa: E402
+from {{ cookiecutter.app_code }}.core.config import (  # noqa: E402
+    ENV_FILE_VARIABLE,
+    PROCESS_SECRETS,
+    SECRET_WORDS,
+    Settings,
+)
 
 
 def is_secret(name: str) -> bool:
