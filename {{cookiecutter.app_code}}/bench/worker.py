@@ -2,7 +2,8 @@
 """One arq worker process for `make bench`: the service's own WorkerSettings, on a bench queue.
 
 Started by bench/run.py, never by hand. It runs exactly what `arq <app>.worker.WorkerSettings`
-runs (same functions, ledger wrapper, start-up hooks, logging), with four overrides:
+runs (same functions, ledger wrapper, start-up hooks, logging), plus the `noop` job (which
+the stack's own worker registers only with BENCH_JOB on), with four overrides:
 
 - `--queue`: its own queue, so the stack's worker (`make up`) never takes a bench job and the
   bench workers never take the stack's;
@@ -31,8 +32,9 @@ from arq import func  # noqa: E402
 from arq.logs import default_log_config  # noqa: E402
 from arq.worker import Function, Worker, create_worker  # noqa: E402
 
-from {{ cookiecutter.app_code }}.jobs import JOBS, JobSpec  # noqa: E402
+from {{ cookiecutter.app_code }}.jobs import JOBS, JobSpec, submittable  # noqa: E402
 from {{ cookiecutter.app_code }}.jobs.base import Ctx  # noqa: E402
+from {{ cookiecutter.app_code }}.ledger.tracking import tracked  # noqa: E402
 from {{ cookiecutter.app_code }}.worker.settings import (  # noqa: E402
     ARQ_START_JOBS,
     SETTINGS,
@@ -74,13 +76,14 @@ def main(argv: list[str] | None = None) -> None:
         overrides["poll_delay"] = args.poll_delay
     if args.max_jobs is not None:
         overrides["max_jobs"] = args.max_jobs
-    if args.ledger == "off":
-        functions: list[Function] = [
-            func(untracked(spec), name=name, timeout=SETTINGS.worker_job_timeout + 5)
-            for name, spec in JOBS.items()
-            if spec.submittable
-        ]
-        overrides["functions"] = functions
+    # Every submittable job, the bench's `noop` included whatever BENCH_JOB says: the bench
+    # registers it here, on its own queues.
+    wrap = untracked if args.ledger == "off" else tracked
+    functions: list[Function] = [
+        func(wrap(JOBS[name]), name=name, timeout=SETTINGS.worker_job_timeout + 5)
+        for name in submittable(bench_job=True)
+    ]
+    overrides["functions"] = functions
 
     logging.config.dictConfig(default_log_config(verbose=False))  # as arq's command line does
     create_worker(WorkerSettings, **overrides).run()  # type: ignore[arg-type]

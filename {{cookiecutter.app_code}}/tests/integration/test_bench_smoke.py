@@ -17,6 +17,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+PAUSES = {"local": "SIGSTOP/SIGCONT", "compose": "docker compose pause/unpause"}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         timeout=300,
     )
     assert result.returncode == 0, f"make bench failed:\n{result.stdout}\n{result.stderr}"
-    assert "results:" in result.stdout and "target " in result.stdout, result.stdout
+    assert "results:" in result.stdout and "measurement" in result.stdout, result.stdout
+    assert "target" not in result.stdout  # acceptance numbers belong to the issues, not here
     data: dict[str, Any] = json.loads(out.read_text())
     return data
 
@@ -57,7 +59,13 @@ def test_every_phase_ran_and_every_job_has_its_ledger_row(report: dict[str, Any]
     api = report["api"]
     assert api["accepted"] == api["requests"], api["statuses"]
     assert api["p50_ms"] is not None and api["p99_ms"] is not None
-    assert api["stack_worker_paused"] is True  # and resumed: it ran every job, below
+    # Paused the way `make up` ran the stack (compose: the worker service; natively: its pid),
+    # and resumed: it ran every job, below.
+    assert api["stack_worker_paused"] is True
+    mode = (ROOT / ".local" / "mode").read_text().strip()
+    assert api["stack_worker_pause"] == PAUSES[mode], (mode, api["stack_worker_pause"])
+    if mode == "local":  # the API's own CPU time, read from its process
+        assert api["cpu_ms_per_request"]["api"] > 0
     assert api["stack_worker_ran_all"] is True
     assert api["ledger"]["ok"] is True
     shared = report["api_worker_running"]
@@ -88,12 +96,9 @@ def test_every_phase_ran_and_every_job_has_its_ledger_row(report: dict[str, Any]
     assert latency["p50_ms"] is not None
 
 
-def test_memory_and_targets_are_reported(report: dict[str, Any]) -> None:
+def test_memory_is_reported(report: dict[str, Any]) -> None:
     memory = report["memory"]
     if report["machine"]["platform"].startswith("Linux"):
         assert memory["rss_at_start_bytes"] > 0 and memory["rss_at_end_bytes"] > 0
     assert memory["jobs_run"] > 0
-    names = " ".join(t["target"] for t in report["targets"])
-    for word in ("no-op drain", "25 ms jobs", "API submissions", "enqueue-to-start", "RSS"):
-        assert word in names
-    assert all(t["met"] in (True, False, None) for t in report["targets"])
+    assert "targets" not in report

@@ -143,12 +143,16 @@ class Settings(BaseSettings):
     # (the status page shows them), and at 2,000 jobs/s the lines cost a worker 5-8% of its
     # CPU (make bench). Retries, cancellations, failures and expiries are logged either way.
     worker_log_jobs: bool = False
+    # The `noop` job `make bench` submits (jobs/noop.py): the API accepts it and the worker
+    # registers it only when on. Unset: on with ENV=dev, off in every other environment.
+    bench_job: bool | None = None
 
     @field_validator(
         "db_sslrootcert",
         "redis_ssl_ca_certs",
         "redis_sentinels",
         "redis_sentinel_master",
+        "bench_job",
         mode="before",
     )
     @classmethod
@@ -244,6 +248,11 @@ class Settings(BaseSettings):
     def redis_sentinel_hosts(self) -> list[tuple[str, int]]:
         """REDIS_SENTINELS as (host, port) pairs; empty without Sentinel."""
         return [] if self.redis_sentinels is None else parse_hosts(self.redis_sentinels)
+
+    @property
+    def bench_job_enabled(self) -> bool:
+        """BENCH_JOB, or when it is not set, whether this is a development stack."""
+        return self.env == "dev" if self.bench_job is None else self.bench_job
 
     @property
     def queue_name(self) -> str:

@@ -1,7 +1,8 @@
 """The registry of job functions, shared by the worker (what it runs) and the API (what it accepts).
 
 To add a job: copy `hello.py`, give it a params model and a class with one public `execute`,
-and add its `SPEC` to `JOBS` below. Cron-only jobs set `submittable=False`.
+and add its `SPEC` to `JOBS` below. Cron-only jobs set `submittable=False`; the bench's job
+`bench_only=True`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ JOBS: Final[Mapping[str, JobSpec]] = MappingProxyType(
 )
 
 
-def submittable() -> list[str]:
-    """Names a client may submit through the API."""
-    return sorted(name for name, spec in JOBS.items() if spec.submittable)
+def submittable(bench_job: bool = False) -> list[str]:
+    """Names a client may submit through the API (the bench's `noop` only with BENCH_JOB on)."""
+    return sorted(
+        name
+        for name, spec in JOBS.items()
+        if spec.submittable and (bench_job or not spec.bench_only)
+    )
 
 
 __all__ = ["JOBS", "JobSpec", "submittable"]

@@ -25,3 +25,5 @@ class JobSpec:
     run: Callable[[Ctx, Any], Awaitable[dict[str, Any]]]
     params: type[Params]
     submittable: bool = True
+    # Only for `make bench` (jobs/noop.py): submittable and registered only with BENCH_JOB on.
+    bench_only: bool = False

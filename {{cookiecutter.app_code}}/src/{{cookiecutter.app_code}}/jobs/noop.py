@@ -1,5 +1,8 @@
 """A job that does nothing (or sleeps): the unit of work `make bench` measures.
 
+Not part of the product's API: the API accepts it and the stack's worker runs it only while
+BENCH_JOB is on (by default with ENV=dev, core/config.py); the bench's own workers always run it.
+
 It goes through the same ledger-tracked path as every job, so a benchmark of `noop` measures
 what the service adds around a job: the queue, the ledger writes and the worker's bookkeeping.
 """
@@ -24,4 +27,4 @@ async def run(ctx: Ctx, params: NoopParams) -> dict[str, Any]:
     return {}
 
 
-SPEC = JobSpec(name="noop", run=run, params=NoopParams)
+SPEC = JobSpec(name="noop", run=run, params=NoopParams, bench_only=True)

@@ -28,7 +28,7 @@ from redis.commands.core import AsyncScript
 from ..core.config import Settings, SettingsError, load_settings
 from ..core.logging import setup_logging
 from ..db import Database, Role
-from ..jobs import JOBS
+from ..jobs import JOBS, submittable
 from ..ledger.dispatch import Dispatcher
 from ..ledger.dispatch import stop as stop_dispatcher
 from ..ledger.tracking import tracked
@@ -292,9 +292,8 @@ class WorkerSettings:
     """Read by arq's CLI and by `arq.worker.create_worker` in tests and benchmarks."""
 
     functions: ClassVar[list[Function]] = [
-        func(tracked(spec), name=name, timeout=SETTINGS.worker_job_timeout + 5)
-        for name, spec in JOBS.items()
-        if spec.submittable
+        func(tracked(JOBS[name]), name=name, timeout=SETTINGS.worker_job_timeout + 5)
+        for name in submittable(SETTINGS.bench_job_enabled)
     ]
     cron_jobs: ClassVar[list[CronJob]] = _cron_jobs(SETTINGS)
     on_startup = startup

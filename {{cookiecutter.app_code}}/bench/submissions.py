@@ -1,0 +1,169 @@
+"""The API phases: POST /api/v1/jobs over HTTP, and the stack's worker running those jobs.
+
+First the API alone (the stack's worker paused, as on a host of its own), then beside the
+running worker. On a 2-core machine the stack's worker, running the submitted jobs as they
+come, takes CPU the API would use; paused, it runs them once it is resumed. Both are reported.
+How the worker is paused depends on how `make up` ran the stack (services.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import httpx
+from console import Progress
+from harness import Bench
+from meters import CpuMeter, ms, percentile, with_children
+from services import NoPause, paused, stack_pid, worker_pause
+
+
+async def api(bench: Bench) -> None:
+    """Submissions with the stack's worker paused, then beside it; then wait for it to run
+    every accepted job."""
+    a, s = bench.args, bench.settings
+    ids = bench.ids("api", a.warmup + a.api_jobs)
+    pause = worker_pause(bench.mode, s.app_code, stack_pid("worker", bench.mode))
+    with paused(pause):
+        result, accepted = await measure(bench, ids, "the API alone, stack worker paused")
+    result["stack_worker_paused"] = not isinstance(pause, NoPause)
+    result["stack_worker_pause"] = pause.how
+    bench.results["api"] = result
+    ids = bench.ids("apiw", a.warmup + a.api_jobs // 2)
+    shared, more = await measure(bench, ids, "beside the running stack worker")
+    bench.results["api_worker_running"] = shared
+    raw = bench.results.get("raw_enqueue", {}).get("jobs_per_s")
+    for r in (result, shared):
+        r["ratio_to_raw_enqueue"] = round(r["accepted_per_s"] / raw, 3) if raw else None
+    await wait_for_stack_worker(bench, result, accepted + more)
+
+
+async def clients(bench: Bench, stack: contextlib.AsyncExitStack) -> list[httpx.AsyncClient]:
+    """One httpx.AsyncClient per connection: one client with a pool of 32 costs the bench 2-3
+    times the CPU per request (httpcore's pool bookkeeping), CPU the API needs more."""
+    s = bench.settings
+    headers = {"Authorization": f"Bearer {s.api_token.get_secret_value()}"}
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    url = f"http://127.0.0.1:{s.api_port}"
+    return [
+        await stack.enter_async_context(
+            httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30)
+        )
+        for _ in range(bench.args.concurrency)
+    ]
+
+
+async def measure(bench: Bench, ids: list[str], label: str) -> tuple[dict[str, Any], list[str]]:
+    """POST each id as a noop job, `concurrency` at a time: the warm-up first, unmeasured."""
+    a = bench.args
+    warmup, measured = ids[: a.warmup], ids[a.warmup :]
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    accepted_ids: list[str] = []
+
+    async def post(client: httpx.AsyncClient, job_id: str) -> None:
+        begin = time.perf_counter()
+        response = await client.post(
+            "/api/v1/jobs", json={"job_id": job_id, "function": "noop", "params": {}}
+        )
+        took = time.perf_counter() - begin
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        if response.status_code == 202:
+            latencies.append(took)
+            accepted_ids.append(job_id)
+
+    async def run(
+        pool: list[httpx.AsyncClient], batch: list[str], progress: Progress | None
+    ) -> float:
+        pending = iter(batch)
+
+        async def sender(client: httpx.AsyncClient) -> None:
+            for job_id in pending:
+                await post(client, job_id)
+                if progress and sum(statuses.values()) % 100 == 0:
+                    progress.update(sum(statuses.values()))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(sender(client) for client in pool))
+        return time.perf_counter() - start
+
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await clients(bench, stack)
+        await run(pool, warmup, None)
+        latencies.clear()
+        statuses.clear()
+        meter = api_meter(bench)
+        title = f"API POST /api/v1/jobs, {a.concurrency} at a time, {label}"
+        progress = Progress(title, len(measured))
+        took = await run(pool, measured, progress)
+    result = summary(a.concurrency, len(measured), took, statuses, latencies)
+    result["cpu_ms_per_request"] = meter.per_job_ms(len(measured))
+    accepted = statuses.get(202, 0)
+    progress.finish(
+        f"{result['accepted_per_s']:,.0f} accepted/s, p50 {result['p50_ms']} ms, "
+        f"p99 {result['p99_ms']} ms"
+        + ("" if accepted == len(measured) else f" (statuses: {result['statuses']})")
+    )
+    return result, accepted_ids
+
+
+def api_meter(bench: Bench) -> CpuMeter:
+    """CPU of the API process (with its children: WEB_CONCURRENCY > 1), the stack's worker,
+    Redis and PostgreSQL: native stack only."""
+    mode = bench.mode
+    return CpuMeter.of(
+        api=with_children(stack_pid("api", mode)),
+        stack_worker=with_children(stack_pid("worker", mode)),
+        redis=with_children(stack_pid("redis", mode))[:1],
+        postgres=with_children(stack_pid("postgres", mode)),
+    )
+
+
+def summary(
+    concurrency: int, requests: int, took: float, statuses: dict[int, int], latencies: list[float]
+) -> dict[str, Any]:
+    accepted = statuses.get(202, 0)
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "seconds": round(took, 3),
+        "accepted": accepted,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "accepted_per_s": round(accepted / took, 1),
+        "p50_ms": ms(percentile(latencies, 50)),
+        "p95_ms": ms(percentile(latencies, 95)),
+        "p99_ms": ms(percentile(latencies, 99)),
+    }
+
+
+async def wait_for_stack_worker(bench: Bench, result: dict[str, Any], accepted: list[str]) -> None:
+    """The stack's own worker runs the API's jobs; wait, so that it does not share the CPU
+    with the drains that follow (and so that the clean-up finds them finished)."""
+    progress = Progress("the stack's worker runs the API's jobs", len(accepted))
+    deadline = time.monotonic() + bench.args.phase_timeout
+    begin, done = time.perf_counter(), 0
+    groups = [ids for ids in (accepted_of(accepted, "api"), accepted_of(accepted, "apiw")) if ids]
+    while time.monotonic() < deadline:
+        done = 0
+        for ids in groups:
+            rows = await bench.rows(ids)
+            done += sum(1 for r in rows if r["status"] in ("succeeded", "failed"))
+        progress.update(done)
+        if done >= len(accepted):
+            break
+        await asyncio.sleep(0.1)
+    finished = done >= len(accepted)
+    result["stack_worker_ran_all"] = finished
+    if finished and accepted:
+        checks = [await bench.ledger_check(ids, "succeeded") for ids in groups]
+        result["ledger"] = {"ok": all(c["ok"] for c in checks), "phases": checks}
+        progress.finish(f"done in {time.perf_counter() - begin:.1f} s")
+    else:
+        progress.finish(f"{done} of {len(accepted)} ran: is the stack's worker up?")
+        bench.error("the stack's worker did not run the API's jobs: `make status`, `make logs`")
+
+
+def accepted_of(ids: list[str], phase: str) -> list[str]:
+    return [i for i in ids if i.rsplit("-", 2)[-2] == phase]
