@@ -31,6 +31,7 @@ from {{ cookiecutter.app_code }}.core.config import (  # noqa: E402
     SECRET_WORDS,
     Settings,
 )
+from {{ cookiecutter.app_code }}.core.metrics import MULTIPROC_VARIABLE  # noqa: E402
 
 
 def is_secret(name: str) -> bool:
@@ -88,6 +89,15 @@ def write_secrets(process: str, base: Mapping[str, str]) -> Path:
     return write_private(secrets_file(process), json.dumps(own))
 
 
+def fresh_dir(path: Path) -> Path:
+    """An empty private folder for prometheus-client's multiprocess files: the counts of the
+    API processes before this (re)start are gone with them."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    for old in path.glob("*.db"):
+        old.unlink()
+    return path
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[0] not in PROCESS_SECRETS or argv[1] != "--":
         known = "|".join(PROCESS_SECRETS)
@@ -98,6 +108,8 @@ def main(argv: list[str]) -> int:
     if secrets_file(process).exists():
         settings.update(json.loads(secrets_file(process).read_text()))
     env = environment(process, os.environ, settings)
+    if process == "api":  # every uvicorn process's metrics, summed by /metrics (core/metrics.py)
+        env.setdefault(MULTIPROC_VARIABLE, str(fresh_dir(ROOT / ".local" / "run" / "metrics")))
     os.execvpe(command[0], command, env)  # noqa: S606 - the command is stack.py's own
 
 

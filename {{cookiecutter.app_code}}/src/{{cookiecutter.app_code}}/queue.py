@@ -32,6 +32,10 @@ from redis.backoff import ExponentialBackoff
 
 from .core.config import Settings
 
+# The job's trace context (a W3C traceparent) rides beside its params under this key, which no
+# params model can declare (a leading underscore); the worker takes it out before the params.
+TRACE_KWARG = "_traceparent"
+
 # Re-exported for the ledger package, which reaches arq only through this module: the Redis
 # client's type, a job coroutine's type, and arq's Retry (run the job again).
 __all__ = ["ArqRedis", "JobCoroutine", "RunAgain"]
@@ -190,14 +194,18 @@ async def deliver(
     params: dict[str, Any],
     *,
     enqueued_at: datetime | None = None,
+    traceparent: str | None = None,
 ) -> bool:
     """Enqueue the job under its own id; False when arq already holds it (or its result).
 
     arq's own check (WATCH, then EXISTS on the job and result keys) makes this safe to call
     any number of times, from any process: a job is queued at most once. `enqueued_at` (a
-    job delivered again) keeps its place in the first-in-first-out order.
+    job delivered again) keeps its place in the first-in-first-out order. `traceparent`: the
+    trace the job's run joins (TRACE_KWARG).
     """
     due = None if enqueued_at is None else min(enqueued_at, datetime.now(UTC))
+    if traceparent:
+        params = {**params, TRACE_KWARG: traceparent}
     try:
         job = await arq.enqueue_job(
             function,

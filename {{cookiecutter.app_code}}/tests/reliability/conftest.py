@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
-import re
 import signal
 import socket
 import sys
@@ -387,12 +387,23 @@ def runs(job_ids: list[str]) -> dict[str, int]:
     tests' own): the hello job logs `{"job_id": ..., "message": "hello <name>: started"}`."""
     wanted = set(job_ids)
     counts = dict.fromkeys(job_ids, 0)
-    pattern = re.compile(r'"job_id": "([^"]+)", "function": "hello", "message": "[^"]*: started"')
     for log in STACK.LOGS.glob("*.log"):
-        for match in pattern.finditer(log.read_text(errors="replace")):
-            if match[1] in wanted:
-                counts[match[1]] += 1
+        for started in hello_starts(log.read_text(errors="replace")):
+            if started in wanted:
+                counts[started] += 1
     return counts
+
+
+def hello_starts(text: str) -> Iterator[str]:
+    """The job ids of the hello runs a log tells of: its JSON lines (core/logging.py)
+    `{"message": "hello <name>: started", "job_id": ..., "function": "hello", ...}`."""
+    for line in text.splitlines():
+        if not line.startswith("{") or ': started"' not in line:
+            continue
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if record.get("function") == "hello" and "job_id" in record:
+                yield str(record["job_id"])
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ import asyncio
 import collections
 import inspect
 import math
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -21,17 +20,13 @@ from {{ cookiecutter.app_code }}.db import Database, Role
 from {{ cookiecutter.app_code }}.ledger.submit import HandOver, submit
 from {{ cookiecutter.app_code }}.queue import connect
 
-from .conftest import Ledger, Process
+from .conftest import Ledger, Process, hello_starts
 
 pytestmark = pytest.mark.reliability
 
 BURST = 10_000
 BURST_CONCURRENCY = 10  # measured: more only adds contention on two cores
 BURST_WAIT_SECONDS = 180.0
-
-STARTED = re.compile(
-    r'"job_id": "(cron:hello:\d+)", "function": "hello", "message": "[^"]*: started"'
-)
 
 
 def test_each_cron_tick_runs_once_with_three_workers(
@@ -58,7 +53,10 @@ def test_each_cron_tick_runs_once_with_three_workers(
     assert all(r["tries"] == 1 for r in rows), [(r["job_id"], r["tries"]) for r in rows]
 
     started = collections.Counter(
-        match[1] for w in workers for match in STARTED.finditer(w.log.read_text(errors="replace"))
+        job_id
+        for w in workers
+        for job_id in hello_starts(w.log.read_text(errors="replace"))
+        if job_id.startswith("cron:hello:")
     )
     assert {tick: started[tick] for tick in ticks} == dict.fromkeys(ticks, 1)
     assert ledger.count("hello", ticks) == len(ticks)

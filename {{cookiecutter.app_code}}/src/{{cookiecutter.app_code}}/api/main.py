@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,14 +18,18 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..core.config import get_settings
-from ..core.logging import setup_logging
+from ..core.logging import json_lines, setup_logging
+from ..core.metrics import process_dead
+from ..core.tracing import shutdown_tracing
 from ..db import Database, DatabaseUnavailable, Role
 from ..db.pool import InvalidValue
 from ..ledger.reads import page_database
 from ..ledger.submit import HandOver
 from ..queue import QueueUnavailable, client, redis_ok, where
 from .middleware import BodySizeLimit, SecurityHeaders
-from .routes import docs, health, jobs, login, status
+from .observe import install as install_observability
+from .observe import pool_watch, scrape_state
+from .routes import docs, health, jobs, login, metrics, status
 from .session import install as install_sessions
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """
     settings = get_settings()
     setup_logging(settings.log_level)
+    json_lines("uvicorn", "uvicorn.error", "uvicorn.access")
     app.state.settings = settings
     app.state.database = Database(settings, Role.APP)
     await app.state.database.open(wait=False)
@@ -54,11 +60,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             where(settings),
         )
     try:
-        yield
+        async with pool_watch(scrape_state(app.state)):
+            yield
     finally:
         await app.state.arq.aclose()
         await app.state.database.close()
         await app.state.page_database.close()
+        shutdown_tracing()
+        process_dead(os.getpid())
 
 
 def create_app() -> FastAPI:
@@ -76,6 +85,7 @@ def create_app() -> FastAPI:
     app.include_router(status.router)
     app.include_router(login.router)
     app.include_router(docs.router)
+    app.include_router(metrics.router)
     install_sessions(app, settings)  # the status page's login (api/session.py)
     # Swagger UI's and ReDoc's files (mounted before /static: the first matching prefix wins).
     app.mount(docs.ASSETS_URL, StaticFiles(directory=docs.ASSETS_DIR), name="docs-static")
@@ -126,6 +136,7 @@ def create_app() -> FastAPI:
 
     app.add_middleware(BodySizeLimit, limit=settings.api_max_body_bytes)
     app.add_middleware(SecurityHeaders)
+    install_observability(app)  # metrics and traces around everything else
     return app
 
 

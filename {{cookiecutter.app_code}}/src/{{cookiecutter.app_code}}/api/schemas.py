@@ -123,6 +123,11 @@ class JobRecord(BaseModel):
     result: Any | None
     error: str | None
     worker_id: str | None
+    trace_id: str | None = Field(
+        None,
+        description="OpenTelemetry trace id (32 hex digits) of the submission and the job's "
+        "runs: the submitting request's `traceparent`, or the trace the API started",
+    )
 
 
 class JobPage(BaseModel):

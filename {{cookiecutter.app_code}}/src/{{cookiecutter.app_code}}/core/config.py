@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     # The `noop` job `make bench` submits (jobs/noop.py): the API accepts it and the worker
     # registers it only when on. Unset: on with ENV=dev, off in every other environment.
     bench_job: bool | None = None
+    # The worker's Prometheus metrics (worker/metrics.py): http://<host>:<port>/metrics; port 0
+    # serves none. Compose binds 0.0.0.0 in the container, the native stack 127.0.0.1.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field({{ cookiecutter.api_host_port|int + 3 }}, ge=0, le=65535)
 
     @field_validator(
         "db_sslrootcert",

@@ -15,24 +15,26 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         "health.ping": "SELECT 1 AS ok",
         # The ledger
         "job.insert": (
-            "INSERT INTO job (job_id, function, params, source) "
-            "VALUES (%(job_id)s, %(function)s, %(params)s, %(source)s) "
+            "INSERT INTO job (job_id, function, params, source, trace_id, span_id) "
+            "VALUES (%(job_id)s, %(function)s, %(params)s, %(source)s, %(trace_id)s, "
+            "%(span_id)s) "
             "RETURNING job_id, function, params, status, source, tries, enqueued_at, "
-            "started_at, finished_at, result, error, worker_id"
+            "started_at, finished_at, result, error, worker_id, trace_id"
         ),
         "job.get": (
             "SELECT job_id, function, params, status, source, tries, enqueued_at, started_at, "
-            "finished_at, result, error, worker_id FROM job WHERE job_id = %(job_id)s"
+            "finished_at, result, error, worker_id, trace_id FROM job WHERE job_id = %(job_id)s"
         ),
         # A worker starts a job. The upsert also records cron jobs and any job whose API
         # transaction has not committed yet (the insert waits on the row, then updates it).
         "job.start": (
             "INSERT INTO job (job_id, function, params, source, status, tries, enqueued_at, "
-            "started_at, worker_id) "
+            "started_at, worker_id, trace_id) "
             "VALUES (%(job_id)s, %(function)s, %(params)s, %(source)s, 'in_progress', %(tries)s, "
-            "%(enqueued_at)s, now(), %(worker_id)s) "
+            "%(enqueued_at)s, now(), %(worker_id)s, %(trace_id)s) "
             "ON CONFLICT (job_id) DO UPDATE SET status = 'in_progress', tries = EXCLUDED.tries, "
-            "started_at = now(), finished_at = NULL, error = NULL, worker_id = EXCLUDED.worker_id"
+            "started_at = now(), finished_at = NULL, error = NULL, worker_id = EXCLUDED.worker_id, "
+            "trace_id = coalesce(job.trace_id, EXCLUDED.trace_id)"
         ),
         "job.succeed": (
             "UPDATE job SET status = 'succeeded', result = %(result)s, error = NULL, "
@@ -50,8 +52,8 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         # (job_unfinished_idx), and the outcomes it settles from what arq kept. A settle never
         # overwrites an end the worker recorded itself.
         "dispatch.unfinished": (
-            "SELECT job_id, function, params, status, source, enqueued_at FROM job "
-            "WHERE status IN ('queued', 'in_progress') "
+            "SELECT job_id, function, params, status, source, enqueued_at, trace_id, span_id "
+            "FROM job WHERE status IN ('queued', 'in_progress') "
             "AND (enqueued_at, job_id) > (%(after_at)s, %(after_id)s) "
             "AND enqueued_at < now() - make_interval(secs => %(min_age_s)s) "
             "ORDER BY enqueued_at, job_id LIMIT %(limit)s"
@@ -67,6 +69,13 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         # The API wakes the dispatchers when it could not hand a job to Redis itself.
         "dispatch.wake": "SELECT pg_notify(%(channel)s, '')",
         "job.count_by_status": "SELECT status, count(*) AS n FROM job GROUP BY status",
+        # GET /metrics: the oldest queued job, from the (status, enqueued_at) index; one row
+        # per priority (one, `default`, until jobs have priorities).
+        "metrics.queue_oldest": (
+            "SELECT 'default' AS priority, "
+            "extract(epoch FROM now() - min(enqueued_at))::float8 AS age "
+            "FROM job WHERE status = 'queued'"
+        ),
         # The status page
         # The counters the triggers of V4__job_counts.sql keep in step with the ledger, summed
         # over their slots: a few dozen rows whatever the ledger's size (0.1 ms at 1,000,000

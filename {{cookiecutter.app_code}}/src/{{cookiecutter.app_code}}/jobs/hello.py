@@ -8,7 +8,6 @@ and the complete dict, without `job_id`, as the result arq stores.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -63,7 +62,8 @@ class HelloJob:
             "message": message,
             "timestamp": datetime.now(UTC).isoformat(),
         }
-        log.info(json.dumps(record))
+        # One JSON line (core/logging.py) with job_id and function beside the message.
+        log.info(message, extra={"job_id": self.job_id, "function": self.function})
         return record
 
 

@@ -33,6 +33,7 @@ import redis.exceptions
 from psycopg.types.json import Jsonb
 
 from ..core.config import Settings
+from ..core.tracing import traceparent
 from ..db import get_many, put_many
 from ..db.pool import Pool, Role, conninfo
 from ..queue import (
@@ -223,6 +224,7 @@ class Dispatcher:
                 row["function"],
                 params,
                 enqueued_at=enqueued_at,
+                traceparent=traceparent(row.get("trace_id"), row.get("span_id")),
             )
         )
 

@@ -17,6 +17,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ..core.config import Settings
+from ..core.metrics import submitted
+from ..core.tracing import current_ids, current_traceparent
 from ..db import DatabaseUnavailable, execute_one, get_one
 from ..db.pool import Pool
 from ..queue import ArqRedis, QueueUnavailable, deliver
@@ -45,11 +47,20 @@ class HandOver:
         self.settings = settings
         self._skip_until = 0.0
 
-    async def __call__(self, db: Pool, job_id: str, function: str, params: dict[str, Any]) -> None:
+    async def __call__(
+        self,
+        db: Pool,
+        job_id: str,
+        function: str,
+        params: dict[str, Any],
+        traceparent: str | None = None,
+    ) -> None:
         """Hand the committed job to Redis, or wake the dispatchers to do it."""
         if time.monotonic() >= self._skip_until:
             try:
-                await deliver(self.arq, self.settings, job_id, function, params)
+                await deliver(
+                    self.arq, self.settings, job_id, function, params, traceparent=traceparent
+                )
                 return  # queued (or already queued by a dispatcher)
             except QueueUnavailable as exc:
                 self._skip_until = time.monotonic() + SKIP_REDIS_AFTER_FAILURE_S
@@ -71,16 +82,26 @@ async def submit(
     Raises DuplicateJob for an id the ledger holds (with its real status), and
     DatabaseUnavailable when the row could not be committed.
     """
+    trace = current_ids()  # the request's span: the job's run is its child (core/tracing.py)
+    trace_id, span_id = trace if trace else (None, None)
     try:
         row = await get_one(
             db,
             "job.insert",
-            {"job_id": job_id, "function": function, "params": Jsonb(params), "source": "api"},
+            {
+                "job_id": job_id,
+                "function": function,
+                "params": Jsonb(params),
+                "source": "api",
+                "trace_id": trace_id,
+                "span_id": span_id,
+            },
         )
     except psycopg.errors.UniqueViolation:
         raise DuplicateJob(job_id, await status(db, job_id)) from None
     assert row is not None
-    await hand_over(db, job_id, function, params)
+    await hand_over(db, job_id, function, params, current_traceparent())
+    submitted(function)
     return row
 
 

@@ -16,19 +16,27 @@ PostgreSQL away is not the job's fault, so it never costs the job a try:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import traceback
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
+from ..core.logging import job_scope
+from ..core.tracing import context_of, current_ids, tracer
 from ..jobs import JobSpec
 from ..jobs.base import Ctx
-from ..queue import JobCoroutine, RunAgain, give_back_try
+from ..queue import TRACE_KWARG, JobCoroutine, RunAgain, give_back_try
 from .writer import DB_ERRORS, LedgerWriter
 
 log = logging.getLogger(__name__)
+_TRACER = tracer(__name__)
 
 # How long a claimed job waits for an unreachable ledger before it goes back to the queue. The
 # worker claims nothing meanwhile, so a longer outage leaves the rest in the queue, untouched.
@@ -61,39 +69,83 @@ async def _put_back(ctx: Ctx, why: str) -> RunAgain:
 
 
 def tracked(spec: JobSpec) -> JobCoroutine:
-    """The coroutine arq runs for `spec`: validates params, records the job, runs it."""
+    """The coroutine arq runs for `spec`: validates params, records the job, runs it.
+
+    The run is a span, child of the submitting request's (the job's traceparent), and its
+    end is reported to the worker's metrics (`ctx["metrics"]`, worker/metrics.py)."""
 
     async def run(ctx: Ctx, *args: Any, **raw: Any) -> Any:
         if args:
             raise TypeError(f"{spec.name} takes keyword params only, got {len(args)} positional")
+        parent = context_of(raw.pop(TRACE_KWARG, None))
         job_id: str = ctx["job_id"]
-        ledger = ledger_writer(ctx)
-        started = await ledger.write_patiently(
-            "job.start",
-            {
-                "job_id": job_id,
-                "function": spec.name,
-                "params": Jsonb(raw),
-                "source": "cron" if job_id.startswith("cron:") else "api",
-                "tries": ctx["job_try"],
-                "enqueued_at": ctx["enqueue_time"],
-                "worker_id": ctx["worker_id"],
-            },
-            within=START_PATIENCE_S,
-        )
-        if not started:
-            raise await _put_back(ctx, "PostgreSQL unavailable, the start was not recorded")
-        result = await _run(ctx, spec, ledger, raw)
-        recorded = await ledger.write_patiently(
-            "job.succeed", {"job_id": job_id, "result": Jsonb(result)}, within=END_PATIENCE_S
-        )
-        if not recorded:
-            log.warning("job %s: succeeded; PostgreSQL away, the dispatcher records it", job_id)
-        ctx["stats"]["done"] += 1
-        return result
+        attributes = {"job.id": job_id, "job.function": spec.name, "job.try": ctx["job_try"]}
+        with (
+            job_scope(job_id),
+            _TRACER.start_as_current_span(
+                f"job {spec.name}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+            ),
+            _outcome(ctx, spec.name),
+        ):
+            return await _tracked(ctx, spec, raw)
 
     run.__name__ = run.__qualname__ = spec.name
     return run
+
+
+@contextlib.contextmanager
+def _outcome(ctx: Ctx, function: str) -> Iterator[None]:
+    """Reports the run's end and its queue wait to the worker's metrics, when it has them."""
+    metrics = ctx.get("metrics")
+    if metrics is None:
+        yield
+        return
+    enqueued: datetime = ctx["enqueue_time"]
+    metrics.waited(time.time() - enqueued.timestamp())
+    started = time.perf_counter()
+    outcome = "interrupted"
+    try:
+        yield
+        outcome = "succeeded"
+    except RunAgain:
+        outcome = "retried"
+        raise
+    except Exception:
+        outcome = "failed"
+        raise
+    finally:
+        metrics.ran(function, outcome, time.perf_counter() - started)
+
+
+async def _tracked(ctx: Ctx, spec: JobSpec, raw: dict[str, Any]) -> Any:
+    """Records the start, runs the job, records the end."""
+    job_id: str = ctx["job_id"]
+    ledger = ledger_writer(ctx)
+    trace = current_ids()
+    started = await ledger.write_patiently(
+        "job.start",
+        {
+            "job_id": job_id,
+            "function": spec.name,
+            "params": Jsonb(raw),
+            "source": "cron" if job_id.startswith("cron:") else "api",
+            "tries": ctx["job_try"],
+            "enqueued_at": ctx["enqueue_time"],
+            "worker_id": ctx["worker_id"],
+            "trace_id": trace[0] if trace else None,
+        },
+        within=START_PATIENCE_S,
+    )
+    if not started:
+        raise await _put_back(ctx, "PostgreSQL unavailable, the start was not recorded")
+    result = await _run(ctx, spec, ledger, raw)
+    recorded = await ledger.write_patiently(
+        "job.succeed", {"job_id": job_id, "result": Jsonb(result)}, within=END_PATIENCE_S
+    )
+    if not recorded:
+        log.warning("job %s: succeeded; PostgreSQL away, the dispatcher records it", job_id)
+    ctx["stats"]["done"] += 1
+    return result
 
 
 async def _run(ctx: Ctx, spec: JobSpec, ledger: LedgerWriter, raw: dict[str, Any]) -> Any:

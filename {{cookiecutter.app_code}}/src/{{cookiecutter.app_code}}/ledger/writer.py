@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, LiteralString
 
 import psycopg
+from opentelemetry.trace import SpanKind
 
+from ..core.tracing import quiet, tracer
 from ..db import DatabaseUnavailable, get_one, query
 from ..db.helpers import Conn, connection
 from ..db.pool import Pool
@@ -29,6 +31,7 @@ DB_ERRORS = (DatabaseUnavailable, psycopg.OperationalError)
 PROBE_EVERY_S = 0.5
 
 Write = tuple[LiteralString, Mapping[str, Any], "asyncio.Future[None]"]
+_TRACER = tracer(__name__)
 
 
 class LedgerWriter:
@@ -66,16 +69,26 @@ class LedgerWriter:
         self.available = asyncio.Event()
         self.available.set()
         self._prober: asyncio.Task[None] | None = None
+        # Called with each write's lag, queued to committed (the worker's metrics).
+        self.observe: Callable[[float], None] | None = None
 
     async def write(self, name: str, params: Mapping[str, Any]) -> None:
-        """Run the named statement; returns when it is committed (raises what it raised)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((query(name), params, done))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush_all())
-        else:
-            self._wake.set()
-        await done
+        """Run the named statement; returns when it is committed (raises what it raised).
+
+        A span `ledger <name>` covers the wait, a child of the job's run; the batch's own SQL
+        runs in a task of its own, shared by the jobs of a batch, and records no span."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        with _TRACER.start_as_current_span(f"ledger {name}", kind=SpanKind.CLIENT):
+            queued = loop.time()
+            self._pending.append((query(name), params, done))
+            if self._flusher is None:
+                self._flusher = asyncio.create_task(self._flush_all(), context=quiet())
+            else:
+                self._wake.set()
+            await done
+            if self.observe is not None:
+                self.observe(loop.time() - queued)
 
     async def write_patiently(self, name: str, params: Mapping[str, Any], within: float) -> bool:
         """`write`, retried while PostgreSQL is unreachable, for up to `within` seconds.

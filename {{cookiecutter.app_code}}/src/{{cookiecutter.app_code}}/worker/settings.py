@@ -26,7 +26,8 @@ from arq.worker import Function, Worker
 from redis.commands.core import AsyncScript
 
 from ..core.config import Settings, SettingsError, load_settings
-from ..core.logging import setup_logging
+from ..core.logging import json_lines, setup_logging
+from ..core.tracing import quiet, setup_tracing, shutdown_tracing
 from ..db import Database, Role
 from ..jobs import JOBS, submittable
 from ..ledger.dispatch import Dispatcher
@@ -36,6 +37,8 @@ from ..ledger.writer import LedgerWriter
 from ..queue import deserialize, redis_settings, serialize
 from . import heartbeat
 from .cron import CronError, parse_cron
+from .metrics import job_metrics
+from .metrics import serve as serve_metrics
 
 
 def _cron_jobs(settings: Settings) -> list[CronJob]:
@@ -255,6 +258,8 @@ job_lines(SETTINGS.worker_log_jobs)
 
 
 async def startup(ctx: dict[str, Any]) -> None:
+    setup_tracing("worker", redis=False)  # before the pool connects (psycopg's spans)
+    json_lines("arq")
     ctx["settings"] = SETTINGS
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}"
     ctx["stats"] = {"done": 0, "failed": 0, "started_ms": int(time.time() * 1000)}
@@ -263,9 +268,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["database"] = db
     ctx["db"] = db[Role.DATA]
     ctx["ledger"] = LedgerWriter(ctx["db"])
-    ctx["heartbeat"] = asyncio.create_task(heartbeat.run_forever(ctx))
+    ctx["metrics"] = job_metrics(ctx["ledger"])
+    ctx["metrics_server"] = serve_metrics(
+        SETTINGS.worker_metrics_host, SETTINGS.worker_metrics_port
+    )
+    # Background work belongs to no job's trace (quiet: no span per heartbeat or sweep).
+    ctx["heartbeat"] = asyncio.create_task(heartbeat.run_forever(ctx), context=quiet())
     dispatcher = Dispatcher(SETTINGS, ctx["db"], ctx["redis"])
-    ctx["dispatcher"] = asyncio.create_task(dispatcher.run_forever())
+    ctx["dispatcher"] = asyncio.create_task(dispatcher.run_forever(), context=quiet())
     log.info("worker %s started: queue %s", ctx["worker_id"], SETTINGS.queue_name)
 
 
@@ -277,6 +287,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await ledger.aclose()
     if "database" in ctx:
         await ctx["database"].close()
+    if ctx.get("metrics_server") is not None:
+        ctx.pop("metrics_server").shutdown()
+    shutdown_tracing()
     if isinstance(ledger, LedgerWriter) and ledger.batches:
         log.info(
             "worker %s stopped: %d ledger writes in %d commits",
