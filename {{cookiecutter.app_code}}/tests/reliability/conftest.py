@@ -47,6 +47,7 @@ MODULE_ORDER = (
     "test_ledger_truth",
     "test_outages",
     "test_scale",
+    "test_tracing",
     "test_page_cost",
     "test_fuzz",
     "test_least_privilege",
