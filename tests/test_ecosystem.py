@@ -197,7 +197,9 @@ def test_readme_documents_every_variable_with_its_default(cookies) -> None:
 # --- Every command in the rendered README is run by a test, or checked where it cannot run ---
 
 SHELL_FENCES = {"shell"}
-OTHER_FENCES = {"mermaid", "dotenv"}  # a diagram; settings (loaded by the test below)
+# a diagram; settings (loaded by the test below); Prometheus's scrape config and a log line
+# (parsed by test_readme_yaml_and_json_blocks_parse)
+OTHER_FENCES = {"mermaid", "dotenv", "yaml", "json"}
 COMMAND_WORDS = {"make", "docker", "python", "python3", "pipx", "uv", "curl", "diff", "psql"}
 # make targets the README names -> the template test file that runs `make <target>`.
 MAKE_RUN_BY = {
@@ -373,6 +375,26 @@ def test_every_readme_command_is_run_by_a_test(cookies, tool, tmp_path) -> None:
         "make down && make up",
     ):
         assert expected in how, f"the README lost {expected!r}"
+
+
+def test_readme_yaml_and_json_blocks_parse(cookies) -> None:
+    """The sample Prometheus config scrapes the API with the read token and the worker on its
+    port; the sample log line is one JSON object with the trace fields."""
+    project = bake(cookies, {"app_code": "billing42", "api_host_port": "8100"})
+    readme = (project / "README.md").read_text()
+    (config,) = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["billing42-api"]["authorization"]["type"] == "Bearer"
+    assert jobs["billing42-api"]["static_configs"][0]["targets"] == ["127.0.0.1:8100"]
+    assert jobs["billing42-worker"]["static_configs"][0]["targets"] == ["127.0.0.1:8103"]
+    env = dict(
+        line.split("=", 1)
+        for line in (project / ".env.example").read_text().splitlines()
+        if line.startswith("WORKER_METRICS_PORT=")
+    )
+    assert env == {"WORKER_METRICS_PORT": "8103"}
+    (line,) = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", readme, re.S)]
+    assert {"time", "level", "logger", "message", "trace_id", "span_id", "job_id"} <= set(line)
 
 
 def test_readme_settings_blocks_load(cookies, project_python: str, tmp_path) -> None:

@@ -5,12 +5,14 @@ with opentelemetry-proto), an API and a worker of its own pointed at it
 (OTEL_EXPORTER_OTLP_ENDPOINT), with the stack's worker stopped so that the job runs on the
 test's. One job submitted with a `traceparent` must come back as spans of that trace: the
 API's request (a child of the caller's span), its ledger insert, the worker's run (a child of
-the request), the run's ledger writes and the job's own SQL (children of the run).
+the request), the run's ledger writes and the job's own SQL (children of the run); and the
+job's log lines carry the trace and the run's span.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -124,7 +126,7 @@ def test_one_job_is_one_trace_from_the_request_to_the_jobs_sql(
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # export within 0.1 s (the SDK's default: 5 s)
         "WORKER_METRICS_PORT": "0",  # the stack's worker holds the port (stopped or not)
     }
-    spawn_worker(**env)
+    worker = spawn_worker(**env)
     _, api = spawn_api(**env)
     jid = job_id("otlp")
     body = {"job_id": jid, "function": "hello", "params": {"name": "otlp"}}
@@ -166,3 +168,9 @@ def test_one_job_is_one_trace_from_the_request_to_the_jobs_sql(
     assert end.parent_span_id == run.span_id
     assert own.parent_span_id == run.span_id
     assert start.end_time_unix_nano <= own.start_time_unix_nano <= end.start_time_unix_nano
+
+    # The job's log lines: JSON objects with its job_id, the trace and the run's span.
+    lines = [json.loads(x) for x in worker.log.read_text().splitlines() if x.startswith("{")]
+    about = [x for x in lines if x.get("job_id") == jid]
+    assert [x["message"] for x in about] == ["hello otlp: started", "hello otlp: complete"]
+    assert {(x["trace_id"], x["span_id"]) for x in about} == {(TRACE_ID, run.span_id.hex())}
