@@ -63,7 +63,14 @@ async def test_pool_is_reused_not_reopened(settings: Settings) -> None:
 async def test_put_many_get_one_get_many_execute_one(database: Database, rows: list[str]) -> None:
     app, data = database[Role.APP], database[Role.DATA]
     params = [
-        {"job_id": job, "function": "hello", "params": Jsonb({"n": i}), "source": "api"}
+        {
+            "job_id": job,
+            "function": "hello",
+            "params": Jsonb({"n": i}),
+            "source": "api",
+            "trace_id": None,
+            "span_id": None,
+        }
         for i, job in enumerate(rows)
     ]
     assert await put_many(app, "job.insert", params) == 3

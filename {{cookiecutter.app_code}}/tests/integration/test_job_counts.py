@@ -86,6 +86,8 @@ def _rows(prefix: str, count: int) -> list[dict[str, object]]:
             "function": ("hello", "noop")[i % 2],
             "params": Jsonb({}),
             "source": "api",
+            "trace_id": None,
+            "span_id": None,
         }
         for i in range(count)
     ]

@@ -184,9 +184,10 @@ async def test_hello_runs_standalone_and_only_once(
         again = await job.execute(HelloParams(name="Linus"))
     assert result["message"] == again["message"] == "hello Linus: complete"
     assert "job_id" not in result and {"function", "message", "timestamp"} <= set(result)
-    logged = [r.getMessage() for r in caplog.records]
-    assert any('"message": "hello Linus: started"' in m and jid in m for m in logged)
-    assert any('"message": "hello Linus: complete"' in m and jid in m for m in logged)
+    # One log record per step, with the job's id beside the message (a JSON line each).
+    logged = [(r.getMessage(), getattr(r, "job_id", None)) for r in caplog.records]
+    assert ("hello Linus: started", jid) in logged
+    assert ("hello Linus: complete", jid) in logged
     async with database[Role.ADMIN].connection() as conn:
         cur = await conn.execute("SELECT count(*) AS n FROM hello WHERE job_id = %s", [jid])
         count = await cur.fetchone()
