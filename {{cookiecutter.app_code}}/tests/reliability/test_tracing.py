@@ -152,6 +152,7 @@ def test_one_job_is_one_trace_from_the_request_to_the_jobs_sql(
         lambda svc, s: svc == f"{app}-api" and s.kind == Span.SPAN_KIND_SERVER,
     )
     assert request.parent_span_id.hex() == CALLER_SPAN
+    assert response.headers["traceparent"] == f"00-{TRACE_ID}-{request.span_id.hex()}-01"
     assert "/api/v1/jobs" in request.name
     submit_sql = _one(spans, "the API's ledger insert", lambda _, s: "INSERT INTO job" in _sql(s))
     assert submit_sql.parent_span_id == request.span_id

@@ -118,7 +118,8 @@ def install(app: FastAPI) -> None:
     if setup_tracing("api"):
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="health,metrics")
+        # Probes and scrapes are no traces (patterns are searched in the whole URL).
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="/health$,/metrics$")
     workers = int(os.environ.get("WEB_CONCURRENCY") or 1)
     if workers > 1 and not multiprocess():
         log.warning(
