@@ -37,7 +37,7 @@ EXPECTED_FILES = [
     "src/{app}/worker/settings.py",
     "src/{app}/jobs/hello.py",
     "src/{app}/db/helpers.py",
-    "src/{app}/db/migrate.py",
+    "src/{app}/db/migrate/__main__.py",
     "src/{app}/queue.py",
     "tests/integration/test_pipeline.py",
 ]
