@@ -7,7 +7,6 @@ are ones Flyway accepts.
 from __future__ import annotations
 
 import base64
-import os
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,8 @@ from {{ cookiecutter.app_code }}.db.migrate import (
     replace_placeholders,
     version_key,
 )
+
+from ..migrate_helpers import use_flyway_env, write
 
 # Copied verbatim from the team's shared `flyway/checksum-vectors.json` (each value computed in
 # Java with BufferedReader.readLine() as Flyway reads files, and checked against checksums real
@@ -140,13 +141,6 @@ def test_versions_compare_numerically() -> None:
     assert sorted(reversed(ordered), key=version_key) == ordered
     with pytest.raises(MigrationError):
         version_key("1.a")
-
-
-def write(root: Path, name: str, text: str = "SELECT 1;\n") -> Path:
-    path = root / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def test_discover_orders_versions_then_repeatables(tmp_path: Path) -> None:
@@ -360,9 +354,7 @@ def test_lock_id_is_flyways() -> None:
 def test_main_reports_configuration_errors_on_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for key in list(os.environ):
-        if key.startswith("FLYWAY_"):
-            monkeypatch.delenv(key)
+    use_flyway_env(monkeypatch)
     assert main(["validate"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("ERROR: FLYWAY_URL is not set")
