@@ -149,7 +149,7 @@ def load_cron_parser(repo_dir: Path) -> Callable[[str], object]:
     One parser, one truth: the hook refuses exactly what the worker would refuse, with the same
     message, and a fix to the parser needs no copy here. It is standard library only.
     """
-    path = repo_dir / TEMPLATE_DIR / "src" / TEMPLATE_DIR / "worker" / "cron.py"
+    path = repo_dir / TEMPLATE_DIR / "src" / TEMPLATE_DIR / "core" / "cron.py"
     spec = importlib.util.spec_from_file_location("_template_cron", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")

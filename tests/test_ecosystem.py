@@ -370,7 +370,7 @@ def test_every_readme_command_is_run_by_a_test(cookies, tool, tmp_path) -> None:
     assert 'readme_block(project, "make bootstrap")' in managed_test
     for expected in (
         f"docker compose up -d --scale {app}-worker=3",
-        f"PYTHONPATH=src .venv/bin/python -m arq {app}.worker.WorkerSettings &",
+        f"PYTHONPATH=src .venv/bin/python -m arq {app}.worker.main.WorkerSettings &",
         f"docker compose up -d --force-recreate {app}-redis {app}-api {app}-worker",
         "make down && make up",
     ):

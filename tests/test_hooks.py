@@ -300,7 +300,7 @@ def test_scripts_are_executable_with_lf_endings(cookies, tmp_path):
 
 def test_missing_cron_parser_is_reported_as_a_template_error(cookies, capfd, tmp_path):
     template = copy_template(tmp_path)
-    (project_dir(template) / "src" / "{{cookiecutter.app_code}}" / "worker" / "cron.py").unlink()
+    (project_dir(template) / "src" / "{{cookiecutter.app_code}}" / "core" / "cron.py").unlink()
 
     result = bake(cookies, {}, template)
 

@@ -27,9 +27,9 @@ from psycopg import sql
 from services import stack_pid
 
 from {{ cookiecutter.app_code }}.core.config import Settings
+from {{ cookiecutter.app_code }}.core.heartbeat import workers_key
 from {{ cookiecutter.app_code }}.db import Database, Role
 from {{ cookiecutter.app_code }}.ledger.reads import list_jobs
-from {{ cookiecutter.app_code }}.worker.heartbeat import workers_key
 
 ROOT = Path(__file__).resolve().parents[1]
 # The product has no verb to delete jobs (nor should it); the bench removes its own rows.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One arq worker process for `make bench`: the service's own WorkerSettings, on a bench queue.
 
-Started by bench/run.py, never by hand. It runs exactly what `arq <app>.worker.WorkerSettings`
+Started by bench/run.py, never by hand. It runs exactly what `arq <app>.worker.main.WorkerSettings`
 runs (same functions, ledger wrapper, start-up hooks, logging), plus the `noop` job (which
 the stack's own worker registers only with BENCH_JOB on), with four overrides:
 
@@ -35,12 +35,9 @@ from arq.worker import Function, Worker, create_worker  # noqa: E402
 from {{ cookiecutter.app_code }}.jobs import JOBS, JobSpec, submittable  # noqa: E402
 from {{ cookiecutter.app_code }}.jobs.base import Ctx  # noqa: E402
 from {{ cookiecutter.app_code }}.ledger.tracking import tracked  # noqa: E402
-from {{ cookiecutter.app_code }}.worker.settings import (  # noqa: E402
-    ARQ_START_JOBS,
-    SETTINGS,
-    WorkerSettings,
-    job_lines,
-)
+from {{ cookiecutter.app_code }}.worker.claim import ARQ_START_JOBS  # noqa: E402
+from {{ cookiecutter.app_code }}.worker.logs import job_lines  # noqa: E402
+from {{ cookiecutter.app_code }}.worker.main import SETTINGS, WorkerSettings  # noqa: E402
 
 ARQ_STOCK = {"poll_delay": 0.5, "max_jobs": 10, "queue_read_limit": None}
 

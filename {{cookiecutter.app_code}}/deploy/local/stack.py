@@ -125,7 +125,7 @@ def programs(settings: Settings) -> dict[str, list[str]]:
             *with_own_secrets,
             "worker",
             "--",
-            *[sys.executable, "-m", "arq", f"{PACKAGE}.worker.WorkerSettings"],
+            *[sys.executable, "-m", "arq", f"{PACKAGE}.worker.main.WorkerSettings"],
         ],
         "api": [
             *with_own_secrets,

@@ -1,15 +1,16 @@
-"""The only module that talks to arq: the Redis pool, the serializer, delivery, and reading
-what arq holds for a job.
+"""The only module that talks to arq: the Redis pool, the serializer, delivery, reading what
+arq holds for a job, and how the worker registers its functions and cron jobs.
 
-Keeping arq behind this module means a later swap (SAQ, taskiq) touches one file. It decides
-nothing about a job: the ledger (the `ledger` package) does, and uses these verbs.
+Keeping arq behind this module means a later swap (SAQ, taskiq) touches one file (and
+worker/claim.py, which replaces one method of arq's Worker). It decides nothing about a job:
+the ledger (the `ledger` package) does, and uses these verbs.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -17,6 +18,7 @@ from typing import Any
 
 import redis.exceptions
 from arq import Retry as RunAgain
+from arq import cron, func
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import (
     in_progress_key_prefix,
@@ -24,8 +26,10 @@ from arq.constants import (
     result_key_prefix,
     retry_key_prefix,
 )
+from arq.cron import CronJob, next_cron
 from arq.jobs import DeserializationError, deserialize_result
 from arq.typing import WorkerCoroutine as JobCoroutine
+from arq.worker import Function
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
@@ -36,9 +40,9 @@ from .core.config import Settings
 # params model can declare (a leading underscore); the worker takes it out before the params.
 TRACE_KWARG = "_traceparent"
 
-# Re-exported for the ledger package, which reaches arq only through this module: the Redis
-# client's type, a job coroutine's type, and arq's Retry (run the job again).
-__all__ = ["ArqRedis", "JobCoroutine", "RunAgain"]
+# Re-exported for the packages that reach arq only through this module: the Redis client's
+# type, a job coroutine's type, arq's Retry (run the job again), and the worker settings' types.
+__all__ = ["ArqRedis", "CronJob", "Function", "JobCoroutine", "RedisSettings", "RunAgain"]
 
 
 class QueueUnavailable(RuntimeError):
@@ -107,6 +111,37 @@ def redis_settings(settings: Settings) -> RedisSettings:
             ConnectionResetError,
         ],
     )
+
+
+def job_function(run: JobCoroutine, name: str, timeout_s: float) -> Function:
+    """A function the worker runs when a job of `name` is delivered."""
+    return func(run, name=name, timeout=timeout_s)
+
+
+def cron_job(
+    run: JobCoroutine,
+    name: str,
+    when: Mapping[str, set[int] | None],
+    *,
+    at_startup: bool,
+    timeout_s: float,
+) -> CronJob:
+    """A job the worker runs on the schedule `when` (core.cron.parse_cron's fields); its runs
+    get the ids `<name>:<run ms>`. Several workers run each tick once (`unique`)."""
+    return cron(
+        run,
+        name=name,
+        run_at_startup=at_startup,
+        unique=True,
+        timeout=timeout_s,
+        **when,  # type: ignore[arg-type]
+    )
+
+
+def next_run(when: Mapping[str, set[int] | None], after: datetime) -> datetime:
+    """When arq runs a cron job of schedule `when` next after `after` (in after's timezone:
+    arq evaluates cron fields in the worker's system timezone)."""
+    return next_cron(after, **when)  # type: ignore[arg-type]
 
 
 def client(settings: Settings) -> ArqRedis:

@@ -331,7 +331,7 @@ def test_health_workers_and_cron(session: Session, settings: Settings) -> None:
         pytest.fail(
             "the status page shows no last run of the hello cron: no ledger row has an id "
             "'cron:hello:<ms>'. arq names cron runs '<cron name>:<ms>', so the worker must "
-            "register its cron jobs as name='cron:hello' (worker/settings.py)",
+            "register its cron jobs as name='cron:hello' (jobs/base.py: Cron.arq_name)",
             pytrace=False,
         )
     session.watch.assert_clean()

@@ -20,7 +20,7 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from {{ cookiecutter.app_code }}.api.routes import status as status_page
+from {{ cookiecutter.app_code }}.api.status.reading import read_counts
 from {{ cookiecutter.app_code }}.db import Database, Role, execute_one, put_many
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -223,7 +223,7 @@ async def phantom(database: Database) -> AsyncIterator[str]:
 async def test_the_page_counts_come_from_the_counters(
     database: Database, phantom: str, page_api: httpx.Client
 ) -> None:
-    counts = await status_page._counts(database[Role.APP])
+    counts = await read_counts(database[Role.APP])
     row = next(r for r in counts["per_function"] if r["function"] == phantom)
     assert row["counts"]["failed"] == 4242
     assert counts["overall"]["failed"] >= 4242

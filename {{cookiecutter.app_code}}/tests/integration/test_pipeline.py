@@ -16,10 +16,10 @@ from arq.cron import next_cron
 from arq.jobs import Job
 
 from {{ cookiecutter.app_code }}.core.config import Settings
+from {{ cookiecutter.app_code }}.core.cron import parse_cron
 from {{ cookiecutter.app_code }}.db import Database, Role, get_many, get_one
 from {{ cookiecutter.app_code }}.jobs.hello import HelloJob, HelloParams
 from {{ cookiecutter.app_code }}.queue import deserialize, service_keys
-from {{ cookiecutter.app_code }}.worker.cron import parse_cron
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,7 @@ import redis
 from psycopg.rows import dict_row
 
 from {{ cookiecutter.app_code }}.core.config import Settings
-from {{ cookiecutter.app_code }}.worker.heartbeat import workers_key
+from {{ cookiecutter.app_code }}.core.heartbeat import workers_key
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "{{ cookiecutter.app_code }}"
@@ -316,7 +316,7 @@ def spawn_workers(
     has sent a heartbeat."""
 
     def start(n: int, **env: str) -> list[Process]:
-        argv = [sys.executable, "-m", "arq", f"{PACKAGE}.worker.WorkerSettings"]
+        argv = [sys.executable, "-m", "arq", f"{PACKAGE}.worker.main.WorkerSettings"]
         workers = [spawn("worker", argv, **env) for _ in range(n)]
         for worker in workers:
             wait_for_heartbeat(redis_db, settings, worker)

@@ -3,7 +3,7 @@
 With 1,000,000 ledger rows, a page load answers in under 300 ms (p90), and 20 page loads in a
 loop at once do not make one of 200 submissions fail: the page's counts come from maintained
 counters (`job_count`, V4), its lists from indexes, and its reads run on a pool of their own
-under a statement timeout (api/routes/status.py, ledger/reads.py).
+under a statement timeout (api/status/reading.py, ledger/reads.py).
 
 The page needs a session: the loads go through `page_api` (logged in with API_READ_TOKEN
 through the login form, as the page's own tests do) and its cookie.

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from {{ cookiecutter.app_code }}.worker.cron import CronError, parse_cron
+from {{ cookiecutter.app_code }}.core.cron import CronError, parse_cron
 
 ANY = dict.fromkeys(("second", "minute", "hour", "day", "month", "weekday"))
 

@@ -8,7 +8,7 @@ import logging
 import arq.worker
 import pytest
 
-from {{ cookiecutter.app_code }}.worker.settings import QuietJobLines
+from {{ cookiecutter.app_code }}.worker.logs import QuietJobLines
 
 
 def record(msg: str) -> logging.LogRecord:

@@ -11,7 +11,6 @@ import secrets
 from enum import StrEnum
 from typing import Annotated
 
-from arq.connections import ArqRedis
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
@@ -20,6 +19,7 @@ from ..core.config import Settings
 from ..db import Role
 from ..db.pool import Pool
 from ..ledger.submit import HandOver
+from ..queue import ArqRedis
 
 
 async def get_settings(request: Request) -> Settings:

@@ -29,8 +29,10 @@ from ..queue import QueueUnavailable, client, redis_ok, where
 from .middleware import BodySizeLimit, SecurityHeaders
 from .observe import install as install_observability
 from .observe import pool_watch, scrape_state
-from .routes import docs, health, jobs, login, metrics, status
+from .routes import docs, health, jobs, login, metrics
 from .session import install as install_sessions
+from .status import routes as status
+from .status.formatting import STATIC_DIR
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ def create_app() -> FastAPI:
     install_sessions(app, settings)  # the status page's login (api/session.py)
     # Swagger UI's and ReDoc's files (mounted before /static: the first matching prefix wins).
     app.mount(docs.ASSETS_URL, StaticFiles(directory=docs.ASSETS_DIR), name="docs-static")
-    app.mount("/static", StaticFiles(directory=status.STATIC_DIR), name="static")
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(DatabaseUnavailable)
     async def _db_down(request: Request, exc: DatabaseUnavailable) -> JSONResponse:

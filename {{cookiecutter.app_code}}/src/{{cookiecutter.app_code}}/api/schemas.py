@@ -10,14 +10,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..core.config import get_settings
-from ..jobs import JOBS, submittable
+from ..jobs import CRON_PREFIX, JOBS, Source, Status, submittable
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 MAX_PARAMS_BYTES = 64 * 1024
 MAX_PARAMS_KEYS = 1000  # keys of every object in params, nested ones included
 MAX_PARAMS_DEPTH = 16  # params itself is level 1
-
-Status = Literal["queued", "in_progress", "succeeded", "failed"]
 
 
 class JobSubmit(BaseModel):
@@ -27,7 +25,8 @@ class JobSubmit(BaseModel):
     job_id: str = Field(
         pattern=JOB_ID_PATTERN,
         description="Chosen by the client, unique forever: 1-128 characters, a letter or digit "
-        "first, then letters, digits, '.', '_', ':' or '-'. Ids starting 'cron:' are reserved.",
+        "first, then letters, digits, '.', '_', ':' or '-'. "
+        f"Ids starting {CRON_PREFIX!r} are reserved.",
         examples=["order-42-confirmation"],
     )
     function: str = Field(description="A registered job function.", examples=["hello"])
@@ -36,8 +35,10 @@ class JobSubmit(BaseModel):
     @field_validator("job_id")
     @classmethod
     def _not_reserved(cls, value: str) -> str:
-        if value.lower().startswith("cron:"):
-            raise ValueError("job ids starting 'cron:' are reserved for cron runs; pick another")
+        if value.lower().startswith(CRON_PREFIX):
+            raise ValueError(
+                f"job ids starting {CRON_PREFIX!r} are reserved for cron runs; pick another"
+            )
         return value
 
     @field_validator("function")
@@ -115,7 +116,7 @@ class JobRecord(BaseModel):
     function: str
     params: dict[str, Any]
     status: Status
-    source: Literal["api", "cron"]
+    source: Source
     tries: int
     enqueued_at: datetime
     started_at: datetime | None

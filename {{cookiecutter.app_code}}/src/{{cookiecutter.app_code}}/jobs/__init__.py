@@ -1,8 +1,10 @@
-"""The registry of job functions, shared by the worker (what it runs) and the API (what it accepts).
+"""The registry of job functions and their schedules, shared by the worker (what it runs, and
+when) and the API (what it accepts, and what the status page shows).
 
 To add a job: copy `hello.py`, give it a params model and a class with one public `execute`,
-and add its `SPEC` to `JOBS` below. Cron-only jobs set `submittable=False`; the bench's job
-`bench_only=True`.
+and add its `SPEC` to `JOBS` below. Cron-only jobs set `submittable=False`, the bench's job
+`bench_only=True`; a job that runs on a schedule gets a `Cron` in `CRONS` and a setting
+(core/config.py) that holds its expression.
 """
 
 from __future__ import annotations
@@ -12,10 +14,15 @@ from types import MappingProxyType
 from typing import Final
 
 from . import cleanup, hello, noop
-from .base import JobSpec
+from .base import CRON_PREFIX, STATUSES, Cron, JobSpec, Source, Status, job_source
 
 JOBS: Final[Mapping[str, JobSpec]] = MappingProxyType(
     {spec.name: spec for spec in (hello.SPEC, cleanup.SPEC, noop.SPEC)}
+)
+
+CRONS: Final[tuple[Cron, ...]] = (
+    Cron("hello", "hello_cron", at_startup=True),
+    Cron("cleanup", "cleanup_cron"),
 )
 
 
@@ -28,4 +35,15 @@ def submittable(bench_job: bool = False) -> list[str]:
     )
 
 
-__all__ = ["JOBS", "JobSpec", "submittable"]
+__all__ = [
+    "CRONS",
+    "CRON_PREFIX",
+    "JOBS",
+    "STATUSES",
+    "Cron",
+    "JobSpec",
+    "Source",
+    "Status",
+    "job_source",
+    "submittable",
+]

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from ..db import execute_one
 from ..db.pool import Pool
-from .base import Ctx, JobSpec, Params
+from .base import Ctx, JobSpec, Params, job_source
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class HelloJob:
     def __init__(self, job_id: str, db: Pool) -> None:
         self.job_id = job_id
         self.db = db
-        self.source = "cron" if job_id.startswith("cron:") else "api"
+        self.source = job_source(job_id)
 
     async def execute(self, params: HelloParams) -> dict[str, Any]:
         self._log(f"hello {params.name}: started")

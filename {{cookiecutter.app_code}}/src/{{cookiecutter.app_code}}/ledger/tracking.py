@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from ..core.logging import job_scope
 from ..core.tracing import context_of, current_ids, tracer
-from ..jobs import JobSpec
+from ..jobs import JobSpec, job_source
 from ..jobs.base import Ctx
 from ..queue import TRACE_KWARG, JobCoroutine, RunAgain, give_back_try
 from .writer import DB_ERRORS, LedgerWriter
@@ -128,7 +128,7 @@ async def _tracked(ctx: Ctx, spec: JobSpec, raw: dict[str, Any]) -> Any:
             "job_id": job_id,
             "function": spec.name,
             "params": Jsonb(raw),
-            "source": "cron" if job_id.startswith("cron:") else "api",
+            "source": job_source(job_id),
             "tries": ctx["job_try"],
             "enqueued_at": ctx["enqueue_time"],
             "worker_id": ctx["worker_id"],

@@ -5,7 +5,7 @@ and one WAL flush per batch instead of two per job. Each job still awaits its ow
 row is durable before the job goes on.
 
 While PostgreSQL is unreachable the writer says so (`available`): the worker stops claiming
-jobs (worker/claim in worker/settings.py), and `write_patiently` waits for it to come back
+jobs (worker/claim.py), and `write_patiently` waits for it to come back
 instead of failing the job.
 """
 
@@ -41,7 +41,7 @@ class LedgerWriter:
     concurrent jobs go together: while one batch is in flight the next one fills up, and it
     goes as soon as the first is committed. There is no timer, so an idle worker's write goes
     at once: a linger would add to every job's latency twice (start and end), and 1-3 ms of
-    it showed no gain in `make bench`. Jobs claimed together (worker/settings.py) write
+    it showed no gain in `make bench`. Jobs claimed together (worker/claim.py) write
     together: 4-5 writes per commit when draining no-op jobs.
 
     A batch is sent in pipeline mode on an autocommit connection (the pool's kind): every

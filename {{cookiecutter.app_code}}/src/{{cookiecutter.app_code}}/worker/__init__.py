@@ -1,18 +1,5 @@
-"""The arq worker: `arq {{ cookiecutter.app_code }}.worker.WorkerSettings`."""
+"""The arq worker: `arq {{ cookiecutter.app_code }}.worker.main.WorkerSettings` (worker/main.py).
 
-from __future__ import annotations
-
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    # WorkerSettings reads the settings when it is built: import it only when asked for, so
-    # the cron parser and the heartbeat helpers import without a `.env`.
-    if name == "WorkerSettings":
-        from .settings import WorkerSettings
-
-        return WorkerSettings
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["WorkerSettings"]
+`settings` builds arq's settings and prepares the process; `claim` claims jobs in batches;
+`logs` turns arq's per-job lines on or off. Importing the package does nothing.
+"""

@@ -10,9 +10,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response, status
 
 from ... import __version__
+from ...core.heartbeat import live_workers
 from ...db import DatabaseUnavailable, get_one
 from ...queue import redis_ok
-from ...worker.heartbeat import live_workers
 from ..deps import ArqDep, OptionalAccessDep, PoolDep, SettingsDep, require_read
 from ..schemas import Health, Info, Problem, Readiness
 

@@ -4,6 +4,7 @@ Reading needs API_READ_TOKEN or API_TOKEN; submitting needs API_TOKEN (api/deps.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
@@ -12,11 +13,11 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from ...db import get_one
-from ...jobs import JOBS
+from ...jobs import CRON_PREFIX, JOBS, Status
 from ...ledger.reads import BadCursor, Cursor, list_jobs
 from ...ledger.submit import DuplicateJob, submit
 from ..deps import HandOverDep, PoolDep, require_read, require_write
-from ..schemas import JOB_ID_PATTERN, JobPage, JobRecord, JobSubmit, Problem, Status
+from ..schemas import JOB_ID_PATTERN, JobPage, JobRecord, JobSubmit, Problem
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -133,10 +134,8 @@ async def list_(
     summary="One job's record",
 )
 async def get_job(pool: PoolDep, job_id: str) -> Any:
-    import re
-
     row = None
-    if re.fullmatch(JOB_ID_PATTERN, job_id) or job_id.startswith("cron:"):
+    if re.fullmatch(JOB_ID_PATTERN, job_id) or job_id.startswith(CRON_PREFIX):
         row = await get_one(pool, "job.get", {"job_id": job_id})
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job with id {job_id!r}")

@@ -25,7 +25,7 @@ from ..session import (
     client_address,
     local_next,
 )
-from .status import _base_context, _render
+from ..status.formatting import base_context, render
 
 router = APIRouter(prefix="/app/v1", tags=["status page"], include_in_schema=False)
 
@@ -55,7 +55,7 @@ def _login_page(
     status_code: int = 200,
 ) -> HTMLResponse:
     context = {
-        **_base_context(request, settings, datetime.now(UTC)),
+        **base_context(request, settings, datetime.now(UTC)),
         "session": None,  # not signed in: the header shows no navigation
         "csrf_token": session.csrf,
         "session_seconds": settings.session_max_age_seconds,
@@ -63,7 +63,7 @@ def _login_page(
         "message": message,
         "message_kind": kind,
     }
-    return _render(request, "login.html", context, status_code)
+    return render(request, "login.html", context, status_code)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -156,13 +156,13 @@ async def logout(request: Request, settings: SettingsDep, sessions: SessionsDep)
         return RedirectResponse(login, status_code=303)  # nothing to end
     if not sessions.csrf_ok(session, form.get("csrf_token", "")):
         context = {
-            **_base_context(request, settings, datetime.now(UTC)),
+            **base_context(request, settings, datetime.now(UTC)),
             "title": "Not logged out",
             "message": "The logout form came without its token (an old page, or a form from "
             "another site): you are still logged in. Open the status page and press "
             "Log out there.",
         }
-        return _render(request, "message.html", context, 403)
+        return render(request, "message.html", context, 403)
     response = RedirectResponse(f"{login}?out=1", status_code=303)
     sessions.clear(response, request)
     return response

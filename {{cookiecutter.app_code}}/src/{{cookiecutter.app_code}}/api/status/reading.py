@@ -1,0 +1,258 @@
+"""What the status page shows, read from the ledger (one read-only transaction on the page's
+own pool) and from the workers' heartbeats in Redis, each under a time limit.
+
+A part that cannot be read says so (`ok: False` with a short reason); the reason in full goes
+to the log, not to an open page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import psycopg
+import redis.exceptions
+from fastapi import Request
+
+from ...core.config import Settings
+from ...core.cron import CronError, parse_cron
+from ...core.heartbeat import recent_workers
+from ...db import DatabaseUnavailable, get_many, get_one
+from ...db.helpers import Conn
+from ...db.pool import Pool
+from ...jobs import CRONS, JOBS, STATUSES
+from ...ledger.reads import BadCursor, Cursor, list_jobs, page_reads
+from ...queue import ArqRedis, next_run
+from .formatting import base_context, pretty_json
+
+PAGE_SIZE = 50
+MAX_WORKERS = 100
+MAX_ID_PREFIX = 128
+REDIS_TIMEOUT = 2.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Filters:
+    """The page's query string, checked: bad values are dropped with a notice, never a 422."""
+
+    status: str | None = None
+    function: str | None = None
+    q: str | None = None
+    before: Cursor | None = None
+    before_raw: str | None = None
+    notices: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> Filters:
+        f = cls()
+        status = params.get("status", "").strip()
+        if status in STATUSES:
+            f.status = status
+        elif status:
+            f.notices.append(f"Unknown status {status[:40]!r} ignored; use one of the list.")
+        function = params.get("function", "").strip()
+        if function in JOBS:
+            f.function = function
+        elif function:
+            f.notices.append(f"Unknown function {function[:40]!r} ignored; use one of the list.")
+        q = params.get("q", "").strip()
+        if q:
+            f.q = q[:MAX_ID_PREFIX]
+        before = params.get("before", "").strip()
+        if before:
+            try:
+                f.before = Cursor.decode(before[:400])
+                f.before_raw = before[:400]
+            except BadCursor:
+                f.notices.append("That page link is not valid any more; showing the newest jobs.")
+        return f
+
+    def query(self, *, page: bool = True, **change: str | None) -> str:
+        """The query string ('?a=b' or '') of these filters, with `change` applied."""
+        values: dict[str, str | None] = {
+            "status": self.status,
+            "function": self.function,
+            "q": self.q,
+            "before": self.before_raw if page else None,
+        }
+        values.update(change)
+        pairs = {k: v for k, v in values.items() if v}
+        return "?" + urlencode(pairs) if pairs else ""
+
+    @property
+    def active(self) -> bool:
+        return bool(self.status or self.function or self.q)
+
+
+def job_view(row: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A ledger row plus its queue wait and run time (so far, while it runs)."""
+    started, finished = row.get("started_at"), row.get("finished_at")
+    view = dict(row)
+    view["wait"] = (started or now) - row["enqueued_at"]
+    view["waiting"] = started is None
+    view["run"] = (finished or now) - started if started else None
+    view["running"] = started is not None and finished is None
+    return view
+
+
+async def read_counts(conn: Conn) -> dict[str, Any]:
+    # The counters the ledger's triggers maintain (V4__job_counts.sql): no scan of job.
+    rows = await get_many(conn, "status.counts")
+    per: dict[str, dict[str, int]] = {name: dict.fromkeys(STATUSES, 0) for name in sorted(JOBS)}
+    for row in rows:
+        per.setdefault(row["function"], dict.fromkeys(STATUSES, 0))[row["status"]] = row["n"]
+    overall = {s: sum(c[s] for c in per.values()) for s in STATUSES}
+    return {
+        "overall": overall,
+        "total": sum(overall.values()),
+        "per_function": [
+            {"function": name, "counts": c, "total": sum(c.values())} for name, c in per.items()
+        ],
+    }
+
+
+def _cron_schedules(settings: Settings, now: datetime) -> list[dict[str, Any]]:
+    """Each cron job's expression and next run, computed the way arq computes it."""
+    # arq evaluates cron fields in the worker's system timezone; so does this.
+    local_now = now.astimezone()
+    schedules = []
+    for entry in CRONS:
+        expr: str = getattr(settings, entry.setting)
+        item: dict[str, Any] = {"name": entry.job, "expr": expr, "variable": entry.variable}
+        try:
+            item["next"] = next_run(parse_cron(expr), local_now)
+            item["next_in"] = item["next"] - now
+            item["error"] = None
+        except CronError as exc:
+            item.update(next=None, next_in=None, error=str(exc))
+        item["last"] = None
+        item["run_prefix"] = entry.run_prefix
+        schedules.append(item)
+    return schedules
+
+
+async def _last_runs(conn: Conn, schedules: list[dict[str, Any]], now: datetime) -> None:
+    for item in schedules:
+        row = await get_one(conn, "cron.last_run", {"prefix": f"{item['run_prefix']}%"})
+        item["last"] = job_view(row, now) if row else None
+
+
+async def _workers(arq: ArqRedis, app_code: str, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": beat.worker_id,
+            "last_beat": beat.last_beat,
+            "beat_ago": now - beat.last_beat,
+            "online": beat.online(now),
+            "started": beat.started,
+            "done": beat.jobs_done,
+            "failed": beat.jobs_failed,
+        }
+        for beat in await recent_workers(arq, app_code, MAX_WORKERS)
+    ]
+
+
+async def _timed(what: Any) -> float:
+    start = time.perf_counter()
+    await what
+    return (time.perf_counter() - start) * 1000
+
+
+async def _redis_part(arq: ArqRedis, app_code: str, now: datetime) -> dict[str, Any]:
+    try:
+        async with asyncio.timeout(REDIS_TIMEOUT):
+            ms = await _timed(arq.ping())
+            workers = await _workers(arq, app_code, now)
+    except (OSError, TimeoutError, redis.exceptions.RedisError) as exc:
+        log.warning("status page: Redis: %r", exc)
+        return {"redis": {"ok": False, "detail": type(exc).__name__}}
+    return {"redis": {"ok": True, "detail": f"{ms:.1f} ms"}, "workers": workers}
+
+
+async def _database_part(
+    pool: Pool, settings: Settings, filters: Filters, now: datetime
+) -> dict[str, Any]:
+    part: dict[str, Any] = {"schedules": _cron_schedules(settings, now)}
+    try:
+        # One read-only transaction on the page's own pool, under a statement timeout.
+        async with page_reads(pool) as conn:
+            ms = await _timed(get_one(conn, "health.ping"))
+            part["counts"] = await read_counts(conn)
+            rows, nxt = await list_jobs(
+                conn,
+                status=filters.status,
+                function=filters.function,
+                id_prefix=filters.q,
+                before=filters.before,
+                limit=PAGE_SIZE,
+            )
+            part["jobs"] = [job_view(r, now) for r in rows]
+            part["next_query"] = filters.query(before=nxt.encode()) if nxt else None
+            await _last_runs(conn, part["schedules"], now)
+    except DatabaseUnavailable as exc:
+        log.warning("status page: %s", exc)
+        slow = isinstance(exc.__cause__, psycopg.errors.QueryCanceled)
+        part["postgres"] = {"ok": False, "detail": "too slow" if slow else "unavailable"}
+        return part
+    part["postgres"] = {"ok": True, "detail": f"{ms:.1f} ms"}
+    return part
+
+
+async def status_context(
+    request: Request, settings: Settings, pool: Pool, arq: ArqRedis
+) -> tuple[dict[str, Any], int]:
+    """The status page's (and its fragment's) context, for the filters in the query string,
+    and the status code to answer with."""
+    now = datetime.now(UTC)
+    filters = Filters.parse(request.query_params)
+    db, red = await asyncio.gather(
+        _database_part(pool, settings, filters, now), _redis_part(arq, settings.app_code, now)
+    )
+    context = {
+        **base_context(request, settings, now),
+        "filters": filters,
+        "statuses": STATUSES,
+        "functions": sorted(JOBS),
+        "counts": None,
+        "jobs": [],
+        "next_query": None,
+        "workers": None,
+        "page_size": PAGE_SIZE,
+        **db,
+        **red,
+    }
+    return context, 200 if db["postgres"]["ok"] else 503
+
+
+async def job_context(
+    request: Request, settings: Settings, pool: Pool, job_id: str
+) -> tuple[dict[str, Any], int]:
+    """One job's page context (404 for an unknown id, 503 without PostgreSQL)."""
+    now = datetime.now(UTC)
+    context: dict[str, Any] = {
+        **base_context(request, settings, now),
+        "job_id": job_id,
+        "job": None,
+        "db_error": None,
+    }
+    try:
+        row = await get_one(pool, "job.get", {"job_id": job_id}) if len(job_id) <= 200 else None
+    except DatabaseUnavailable as exc:
+        log.warning("job page: %s", exc)
+        context["db_error"] = True
+        return context, 503
+    if row is None:
+        return context, 404
+    job = job_view(row, now)
+    job["params_json"] = pretty_json(row["params"])
+    job["result_json"] = None if row["result"] is None else pretty_json(row["result"])
+    context["job"] = job
+    return context, 200

@@ -1,0 +1,184 @@
+"""Claiming jobs in batches: replaces arq's `Worker.start_jobs`.
+
+arq's Worker.start_jobs claims the jobs it read one at a time, four Redis round trips each
+(WATCH, EXISTS, ZSCORE, MULTI/PSETEX/EXEC), one after the other in the worker's main loop:
+py-spy puts 15-20% of a worker's CPU there, and the serial round trips cap what one worker
+can start. And a full worker sleeps a poll delay before it looks again, so a slot that frees
+meanwhile stays idle: with 25 ms jobs, a third of the time.
+
+This claims every job there is room for in one round trip, with a Lua script that reads the
+head of the queue itself (so what it sees is never stale, whoever else claims) and makes
+arq's checks atomically (no in-progress key, due) before setting arq's in-progress key. A
+full worker waits for its next free slot, not for the next poll. Measured with `make bench`
+on 2 cores: 40% less CPU per no-op job, and 25 ms jobs at max_jobs=10 went from 60% to 80%
+of the ideal rate. Everything else (running, retries, results, aborts) stays arq's.
+
+The one module besides queue.py that imports arq, and the only one that touches its Worker's
+members: `install` applies it to the arq version it was written for, and only to that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from typing import Any
+
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
+from arq.version import VERSION as ARQ_VERSION
+from arq.worker import Worker
+
+from ..ledger.writer import LedgerWriter
+
+log = logging.getLogger(__name__)
+
+CLAIM_FOR_ARQ = "0.28.0"
+# KEYS[1]: the queue. ARGV: now (ms), in-progress TTL (ms), in-progress key prefix, how many
+# to claim, how far to read into the queue at first, how far at most. Returns id, score, ...
+#
+# Running jobs stay at the head of the queue until they finish (arq's design), so the script
+# reads past them: a first window, then windows that double, until it has claimed enough or
+# read MAX_CLAIM_SCAN entries. Without that, a worker finds only running jobs in the first
+# queue_read_limit entries and claims nothing: 100 jobs at once, however many workers run.
+CLAIM_LUA = """
+local claimed = {}
+local want = tonumber(ARGV[4])
+local window = tonumber(ARGV[5])
+local most = tonumber(ARGV[6])
+local offset = 0
+while offset < most do
+  local head = redis.call(
+    'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', offset, window)
+  for i = 1, #head, 2 do
+    local key = ARGV[3] .. head[i]
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('SET', key, '1', 'PX', ARGV[2])
+      claimed[#claimed + 1] = head[i]
+      claimed[#claimed + 1] = head[i + 1]
+      if #claimed >= 2 * want then
+        return claimed
+      end
+    end
+  end
+  if #head < 2 * window then
+    break
+  end
+  offset = offset + window
+  window = window * 2
+end
+return claimed
+"""
+# How many jobs (running or due) the claim reads past at most: the most that can run at once.
+MAX_CLAIM_SCAN = 10_000
+# How long start_jobs keeps claiming before it gives arq's main loop a turn (finished tasks
+# are forgotten there, and the health check is written).
+CLAIM_SPELL_S = 0.5
+ARQ_START_JOBS = Worker.start_jobs  # arq's own, for `make bench --stock`
+
+
+class Claimer:
+    """The claim script, registered on one Redis client."""
+
+    def __init__(self, redis: Any) -> None:
+        self.script = redis.register_script(CLAIM_LUA)
+
+    async def claim(
+        self,
+        queue: str,
+        *,
+        want: int,
+        in_progress_ms: int,
+        window: int,
+        most: int = MAX_CLAIM_SCAN,
+        now_ms: int | None = None,
+    ) -> list[tuple[str, int]]:
+        """Up to `want` due jobs of `queue` that no worker holds, oldest first, as (id, score):
+        each now carries arq's in-progress key for `in_progress_ms`."""
+        raw = await self.script(
+            keys=[queue],
+            args=[
+                timestamp_ms() if now_ms is None else now_ms,
+                in_progress_ms,
+                in_progress_key_prefix,
+                want,
+                window,
+                most,
+            ],
+        )
+        return [(i.decode(), int(float(s))) for i, s in zip(raw[::2], raw[1::2], strict=True)]
+
+
+class _Claims(Claimer):
+    """Per worker: the claimer, and an event set when a slot frees."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(worker.pool)
+        self.room = asyncio.Event()
+
+
+_claims: weakref.WeakKeyDictionary[Worker, _Claims] = weakref.WeakKeyDictionary()
+
+
+async def _start_jobs(self: Worker, job_ids: list[bytes]) -> None:
+    """Worker.start_jobs: while the queue has due jobs, fill every free slot, one round trip
+    per fill, waiting for a slot to free when the worker is full.
+
+    `job_ids` (arq's read of the queue) only says whether anything is due; the script reads
+    the queue afresh each time. Returns when the queue's head has nothing left to claim, or
+    after CLAIM_SPELL_S, so that arq's main loop keeps its duties.
+    """
+    if not job_ids:
+        return
+    claims = _claims.get(self)
+    if claims is None:
+        claims = _claims[self] = _Claims(self)
+
+    def ended(_: object) -> None:
+        self._release_sem_dec_counter_on_complete()
+        claims.room.set()
+
+    ledger = self.ctx.get("ledger")
+    # PostgreSQL away: claim nothing, so the jobs wait in the queue with their tries untouched.
+    available = ledger.available if isinstance(ledger, LedgerWriter) else None
+    loop = asyncio.get_running_loop()
+    until = loop.time() + CLAIM_SPELL_S
+    in_progress_ms = int(self.in_progress_timeout_s * 1000)
+    while self.allow_pick_jobs and (available is None or available.is_set()):
+        free = self.max_jobs - self.job_counter
+        if free <= 0:
+            claims.room.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(until):
+                    await claims.room.wait()
+            free = self.max_jobs - self.job_counter
+            if free <= 0 or not self.allow_pick_jobs:
+                return
+        claimed = await claims.claim(
+            self.queue_name,
+            want=free,
+            in_progress_ms=in_progress_ms,
+            window=self.queue_read_limit,
+        )
+        for job_id, score in claimed:
+            await self.sem.acquire()  # never waits: job_counter < max_jobs
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id, score))
+            task.add_done_callback(ended)
+            self.tasks[job_id] = task
+        if len(claimed) < free or loop.time() >= until:
+            return
+
+
+def install() -> bool:
+    """Claim in batches from now on; False (arq's own claim stays) on another arq version."""
+    if ARQ_VERSION != CLAIM_FOR_ARQ:
+        log.warning(
+            "arq %s is not %s: claiming jobs one at a time, as arq does",
+            ARQ_VERSION,
+            CLAIM_FOR_ARQ,
+        )
+        return False
+    Worker.start_jobs = _start_jobs  # type: ignore[method-assign]
+    return True
