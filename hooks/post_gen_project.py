@@ -1,24 +1,29 @@
-"""Finish the generated project: a private .env with fresh secrets, runnable scripts, next steps.
+"""Finish the generated project: check the crons, a private .env with fresh secrets, runnable
+scripts, next steps.
 
 Runs inside the generated project directory, under whatever Python runs cookiecutter, so it
 uses the standard library only. Secrets are made here, never asked for: they stay out of the
-cookiecutter context, the replay file, stdout and logs.
+cookiecutter context, the replay file, stdout and logs. Importable (the answers are read in
+`main()`), so the template's tests call its functions directly.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
-# The answers as percent-encoded JSON, so no answer can break this file's syntax.
-ANSWERS: dict[str, object] = json.loads(unquote("{{ cookiecutter | jsonify | urlencode }}"))
+# The answers as percent-encoded JSON, filled in by cookiecutter when it renders this hook, so
+# no answer can break this file's syntax.
+RENDERED_ANSWERS = "{{ cookiecutter | jsonify | urlencode }}"
+CRON_KEYS = ("hello_cron", "cleanup_cron")
 
 SECRET_KEYS = (
     "DB_BOOTSTRAP_PWD",
@@ -38,12 +43,46 @@ class HookError(Exception):
     """A problem in the template itself; the message says which file to fix."""
 
 
-def read_env(path: Path) -> dict[str, str]:
-    """KEY=VALUE pairs of an env file (comments and blank lines skipped); {} if it is missing."""
-    if not path.exists():
-        return {}
-    pairs = (ENV_LINE_RE.fullmatch(line) for line in path.read_text("utf-8").splitlines())
+def cron_parser(project: Path, app_code: str) -> Path:
+    """Where the rendered project keeps its cron parser (the worker's own)."""
+    return project / "src" / app_code / "core" / "cron.py"
+
+
+def load_cron_parser(path: Path) -> Callable[[str], object]:
+    """The rendered project's own cron parser (standard library only).
+
+    One parser, one truth: the hook refuses exactly what the worker would refuse, with the same
+    message, and a fix to the parser needs no copy here.
+    """
+    spec = importlib.util.spec_from_file_location("_project_cron", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise HookError(f"template: cannot load the cron parser: {path} is missing")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parse: Callable[[str], object] = module.parse_cron
+    return parse
+
+
+def check_crons(answers: dict[str, object], parse: Callable[[str], object]) -> list[str]:
+    """One line per cron the worker could not schedule; the parser's message says what to change."""
+    problems = []
+    for name in CRON_KEYS:
+        try:
+            parse(str(answers.get(name, "")))
+        except ValueError as exc:  # CronError
+            problems.append(f"{name}: {exc}")
+    return problems
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """KEY=VALUE pairs of an env file's text (comments and blank lines skipped)."""
+    pairs = (ENV_LINE_RE.fullmatch(line) for line in text.splitlines())
     return {m[1]: m[2] for m in pairs if m}
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """KEY=VALUE pairs of an env file; {} if it is missing."""
+    return parse_env(path.read_text("utf-8")) if path.exists() else {}
 
 
 def render_env(example: str, previous: dict[str, str]) -> str:
@@ -98,13 +137,13 @@ def write_env(project: Path) -> None:
 ANSWERS_FILE = ".cookiecutter.json"
 
 
-def write_answers(project: Path) -> None:
+def write_answers(project: Path, answers: dict[str, object]) -> None:
     """The answers, in cookiecutter's replay format, so the project can be re-rendered.
 
     Only the prompts' answers: no private keys (they come from the newer template on a
     re-render), no machine paths, and no secrets (those were never in the context).
     """
-    public = {key: value for key, value in ANSWERS.items() if not key.startswith("_")}
+    public = {key: value for key, value in answers.items() if not key.startswith("_")}
     text = json.dumps({"cookiecutter": public}, indent=2, ensure_ascii=False)
     (project / ANSWERS_FILE).write_text(text + "\n", encoding="utf-8")
 
@@ -152,11 +191,11 @@ def up_mode() -> str:
     )
 
 
-def print_next_steps(project: Path) -> None:
-    base = f"http://localhost:{ANSWERS['api_host_port']}"
+def print_next_steps(project: Path, answers: dict[str, object]) -> None:
+    base = f"http://localhost:{answers['api_host_port']}"
     print(
         f"\nCreated {project}\n\n{up_mode()}\n\nNext steps:\n"
-        f"  cd {ANSWERS['app_code']} && make up\n"
+        f"  cd {answers['app_code']} && make up\n"
         f"  API docs:  {base}/docs\n"
         f"  ReDoc:     {base}/redoc\n"
         f"  Status:    {base}/app/v1/status\n"
@@ -166,15 +205,26 @@ def print_next_steps(project: Path) -> None:
 
 
 def main() -> None:
+    answers: dict[str, object] = json.loads(unquote(RENDERED_ANSWERS))
     project = Path.cwd()
     try:
+        parse = load_cron_parser(cron_parser(project, str(answers["app_code"])))
+    except HookError as exc:  # a broken template, not a bad answer
+        print(exc, file=sys.stderr)
+        sys.exit(1)
+    problems = check_crons(answers, parse)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:  # cookiecutter then removes the project it created
+        sys.exit(1)
+    try:
         write_env(project)
-        write_answers(project)
+        write_answers(project, answers)
     except HookError as exc:
         print(f"post_gen_project: {exc}", file=sys.stderr)
         sys.exit(1)
     fix_scripts(project)
-    print_next_steps(project)
+    print_next_steps(project, answers)
 
 
 if __name__ == "__main__":

@@ -1,37 +1,36 @@
 """Refuse bad answers before cookiecutter writes the project.
 
 Cookiecutter does not validate answers: a bad one renders a project that fails later (a port
-that collides, a schema named after an SQL keyword, a cron the worker cannot schedule), far
-from the prompt that caused it. This hook checks every answer, prints one line per problem to
-stderr (what was given, what is allowed) and exits 1; it prints nothing when all is well.
-Standard library only: it runs under whatever Python runs cookiecutter.
+that collides, a schema named after an SQL keyword), far from the prompt that caused it. This
+hook checks every answer but the crons, prints one line per problem to stderr (what was given,
+what is allowed) and exits 1; it prints nothing when all is well. The crons are checked after
+rendering by the post-generation hook, with the rendered project's own parser. Standard library
+only: it runs under whatever Python runs cookiecutter. Importable (the answers are read in
+`main()`), so the template's tests call its functions directly.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import keyword
-import os
 import re
 import sys
-from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import unquote
 
-# The answers as percent-encoded JSON. Percent-encoding leaves only letters, digits, "_.-~/"
-# and "%", so no answer (quotes, backslashes, newlines, ''') can break this file's syntax.
-ANSWERS: dict[str, object] = json.loads(unquote("{{ cookiecutter | jsonify | urlencode }}"))
-# The literal template folder; raw so Jinja does not render it into the answer.
-TEMPLATE_DIR = "{% raw %}{{cookiecutter.app_code}}{% endraw %}"
+# The answers as percent-encoded JSON, filled in by cookiecutter when it renders this hook.
+# Percent-encoding leaves only letters, digits, "_.-~/" and "%", so no answer (quotes,
+# backslashes, newlines, ''') can break this file's syntax.
+RENDERED_ANSWERS = "{{ cookiecutter | jsonify | urlencode }}"
 
 APP_CODE_RE = re.compile(r"[a-z][a-z0-9]{1,19}")
 # No sign, no leading zero, no "_", ASCII digits only: int() alone accepts all of those.
 WHOLE_NUMBER_RE = re.compile(r"[1-9][0-9]*")
 PORT_KEYS = ("api_host_port", "db_host_port", "redis_host_port")
 TEXT_KEYS = ("project_name", "description", "author")
-CRON_KEYS = ("hello_cron", "cleanup_cron")
+# cookiecutter.json's python_version choices (test_hook_functions.py checks they agree).
+# Cookiecutter refuses any other answer itself, except from a replay file, which it does not
+# check: this list is for that case, where the hook has nothing else to compare with.
+PYTHON_VERSIONS = ("3.12", "3.13", "3.11")
 
 # PostgreSQL 15 reserved key words ("reserved" and "reserved (can be function or type)"):
 # app_code names the schema, so one of these would need quoting in every SQL statement.
@@ -115,82 +114,28 @@ def check_ttl(value: str) -> list[str]:
     return [f"key_ttl_hours: {value!r} is not allowed: use whole hours 1-720 (30 days)"]
 
 
-def check_python_version(value: str, choices: list[str]) -> list[str]:
+def check_python_version(value: str) -> list[str]:
     """Only the versions the lock file and images are built for."""
-    if value in choices:
+    if value in PYTHON_VERSIONS:
         return []
-    offered = ", ".join(choices)
+    offered = ", ".join(PYTHON_VERSIONS)
     return [f"python_version: {value!r} is not offered: choose one of {offered}"]
 
 
-def template_root(repo_dir: str) -> Path:
-    """The template checkout as an absolute path.
-
-    `_repo_dir` is relative when cookiecutter is given a relative path (`cookiecutter .`),
-    and this hook runs in the new project's folder. Cookiecutter runs hooks from inside the
-    template folder, so its own working directory (Linux: /proc/<parent>/cwd) is the
-    template; elsewhere the relative path is resolved against the launching shell's $PWD.
-    """
-    path = Path(repo_dir)
-    if path.is_absolute():
-        return path
-    candidates = [Path(os.environ.get("PWD", ".")) / path]
-    with contextlib.suppress(OSError):
-        candidates.insert(0, Path(f"/proc/{os.getppid()}/cwd").resolve())
-    for candidate in candidates:
-        if (candidate / TEMPLATE_DIR).is_dir():
-            return candidate.resolve()
-    return path.resolve()
-
-
-def load_cron_parser(repo_dir: Path) -> Callable[[str], object]:
-    """Load the project's own cron parser from the template checkout.
-
-    One parser, one truth: the hook refuses exactly what the worker would refuse, with the same
-    message, and a fix to the parser needs no copy here. It is standard library only.
-    """
-    path = repo_dir / TEMPLATE_DIR / "src" / TEMPLATE_DIR / "core" / "cron.py"
-    spec = importlib.util.spec_from_file_location("_template_cron", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    parse: Callable[[str], object] = module.parse_cron
-    return parse
-
-
-def check_cron(name: str, value: str, parse: Callable[[str], object]) -> list[str]:
-    """The worker schedules these with arq; the parser's message says what to change."""
-    try:
-        parse(value)
-    except ValueError as exc:  # CronError
-        return [f"{name}: {exc}"]
-    return []
-
-
 def validate(answers: dict[str, object]) -> list[str]:
-    """Every problem with the answers, one line each; empty when all are good."""
+    """Every problem with the answers (the crons aside), one line each; empty when all are good."""
     text = {key: str(value) for key, value in answers.items()}
-    repo_dir = template_root(text["_repo_dir"])
     problems = check_app_code(text.get("app_code", ""))
     for name in TEXT_KEYS:
         problems += check_text(name, text.get(name, ""))
     problems += check_ports({name: text.get(name, "") for name in PORT_KEYS})
     problems += check_ttl(text.get("key_ttl_hours", ""))
-    try:
-        parse = load_cron_parser(repo_dir)
-    except (OSError, ImportError) as exc:  # a broken template, not a bad answer
-        return [*problems, f"template: cannot load the cron parser: {exc}"]
-    for name in CRON_KEYS:
-        problems += check_cron(name, text.get(name, ""), parse)
-    template = json.loads((repo_dir / "cookiecutter.json").read_text(encoding="utf-8"))
-    version = text.get("python_version", "")
-    problems += check_python_version(version, template["python_version"])
+    problems += check_python_version(text.get("python_version", ""))
     return problems
 
 
 def main() -> None:
-    problems = validate(ANSWERS)
+    problems = validate(json.loads(unquote(RENDERED_ANSWERS)))
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:

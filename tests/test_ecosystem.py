@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import subprocess
 from pathlib import Path
 
 import yaml
 from cookiecutter.main import cookiecutter
-from options import SECRET_KEYS
+from helpers import SECRET_KEYS, TEMPLATE, bake, clean_env, read_env, run, shell
 
-TEMPLATE = Path(__file__).resolve().parents[1]
 SECRETS = set(SECRET_KEYS)  # what the generation hook writes into .env, fresh each render
-
-
-def bake(cookies, context: dict[str, str] | None = None) -> Path:
-    result = cookies.bake(extra_context=context or {})
-    assert result.exit_code == 0, result.exception
-    return Path(result.project_path)
-
-
-def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False, timeout=300)
 
 
 def make_targets(project: Path) -> set[str]:
@@ -128,11 +115,7 @@ def test_answers_are_recorded_without_secrets_and_replay_to_the_same_files(
     answers = json.loads((project / ".cookiecutter.json").read_text())["cookiecutter"]
     assert {k: answers[k] for k in context} == context
     assert not any(k.startswith("_") for k in answers)
-    secrets = [
-        line.split("=", 1)[1]
-        for line in (project / ".env").read_text().splitlines()
-        if line.split("=", 1)[0] in SECRETS
-    ]
+    secrets = [value for key, value in read_env(project / ".env").items() if key in SECRETS]
     recorded = (project / ".cookiecutter.json").read_text()
     assert len(secrets) == len(SECRETS) and not any(s in recorded for s in secrets)
 
@@ -175,11 +158,7 @@ def test_template_ci_runs_the_readme_command(tool) -> None:
 
 def test_readme_documents_every_variable_with_its_default(cookies) -> None:
     project = bake(cookies, {"app_code": "billing42", "key_ttl_hours": "2"})
-    example = {}
-    for line in (project / ".env.example").read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            example[key] = value.strip('"')
+    example = {key: value.strip('"') for key, value in read_env(project / ".env.example").items()}
     rows = {
         key: code or plain
         for key, code, plain in re.findall(
@@ -270,37 +249,10 @@ def _no_vars(command: str) -> str:
     return re.sub(r' [A-Z_]+=("[^"]*"|\S+)', "", command)
 
 
-def test_every_readme_command_is_run_by_a_test(cookies, tool, tmp_path) -> None:
-    app = "billing42"
-    project = bake(cookies, {"app_code": app})
-    readme = (project / "README.md").read_text()
-    makefile = (project / "Makefile").read_text()
-    commands = readme_commands(readme)
-    # Not nox's environment: its VIRTUAL_ENV and UV_PROJECT_ENVIRONMENT would make `uv sync`
-    # install into the shared test interpreter instead of the project's .venv.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PYTEST_", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT"))
-    }
-
-    def sh(command: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", command],
-            cwd=project,
-            env={**env, **extra},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, f"$ {command}\n{done.stdout}{done.stderr}"
-        return done
-
-    ran: set[str] = set()
-    # "Update from a newer template", run as written: the test's cookiecutter for
-    # `python3 -m cookiecutter`, this template for <template>; with the same template nothing
-    # but .env may differ.
+def run_update_commands(readme: str, sh, tool, tmp_path: Path) -> set[str]:
+    """The README's "Update from a newer template", run as written: the test's cookiecutter for
+    `python3 -m cookiecutter`, this template for <template>; with the same template nothing
+    but .env may differ."""
     config = tmp_path / "cookiecutter.yaml"
     config.write_text(f"cookiecutters_dir: {tmp_path}/cc\nreplay_dir: {tmp_path}/replay\n")
     update = re.search(r"```shell\n(python3 -m cookiecutter --replay-file.*?)```", readme, re.S)
@@ -311,61 +263,82 @@ def test_every_readme_command_is_run_by_a_test(cookies, tool, tmp_path) -> None:
             "/tmp/rerender", f"{tmp_path}/r"
         )
         sh(pasted, COOKIECUTTER_CONFIG=str(config))
-        ran.add(line)
-    # `make` alone lists the targets; the .venv rule (`uv sync --frozen`) builds a venv.
+    return set(update[1].splitlines())
+
+
+def run_make_help_and_venv(sh) -> set[str]:
+    """`make` alone lists the targets; the .venv rule (`uv sync --frozen`) builds a venv."""
     listed = sh("make DOCKER=").stdout
     assert all(f"make {t} " in listed for t in MAKE_RUN_BY if t != "help"), listed
-    ran.add("make")
     sh("make .venv/bin/python", UV_OFFLINE="1", UV_PYTHON_DOWNLOADS="never")
     sh(".venv/bin/python -c 'import fastapi, arq, psycopg_pool, billing42'")
-    ran.add("uv sync --frozen")
+    return {"make", "uv sync --frozen"}
 
-    stack_test = (TEMPLATE / "tests" / "test_stack.py").read_text()
-    managed_test = (TEMPLATE / "tests" / "test_managed_services.py").read_text()
-    stack_py = (project / "deploy" / "local" / "stack.py").read_text()
-    how: dict[str, str] = {}
-    for command in commands:
-        if command in ran:
-            how[command] = "run here"
-        elif re.fullmatch(r"make( [a-z-]+)?( && make( [a-z-]+)?)*", make_only := _no_vars(command)):
-            for part in make_only.split("&&"):
-                words = part.split()
-                target = words[1] if len(words) > 1 else "help"
-                assert target in make_targets(project), f"{command}: no make target {target}"
-                assert target in MAKE_RUN_BY, f"{command}: no test runs make {target}"
-                runner = (TEMPLATE / MAKE_RUN_BY[target]).read_text()
-                assert re.search(rf'"(make )?{target}"', runner) or target == "help", (
-                    f"{MAKE_RUN_BY[target]} does not run make {target}"
-                )
-            how[command] = "make targets run by tests"
-        elif command.startswith("docker compose "):
-            check_compose_up(project, command)
-            how[command] = "checked against compose.yml (no Docker engine)"
-        elif command == "docker info":
-            assert "docker info" in makefile  # every make call runs it to choose compose or not
-            how[command] = "run by every make call"
-        elif command.startswith(("TOKEN=", "READ_TOKEN=", "curl ")):
-            assert 'readme_block(project, "TOKEN=")' in stack_test
-            how[command] = "pasted by test_stack.py against the live stack"
-        elif command in ("make bootstrap", "make down && make up") or " -m arq " in command:
-            how[command] = "pasted by test_managed_services.py"
-        elif command == f"python -m {app}.db.migrate":
-            assert '"-m", f"{PACKAGE}.db.migrate"' in stack_py  # what `make migrate` runs
-            how[command] = "run by make migrate"
-        elif command == "python3 -m pip install cookiecutter":
-            # What puts `python3 -m cookiecutter` there; the test's cookiecutter is that package.
-            assert Path(tool("cookiecutter")).exists()
-            how[command] = "the cookiecutter package the update commands above ran"
-        elif command in ("python3 -m cookiecutter", "pipx run cookiecutter"):
-            # The two spellings of the update command's first word, which ran above.
-            how[command] = "the update command, run above"
-        elif command == "deploy/local/stack.py up":
-            assert "deploy/local/stack.py up" in makefile
-            how[command] = "run by make up"
-        else:
-            how[command] = ""
+
+def check_make_only(project: Path, command: str) -> None:
+    """Each target of `make a && make b` exists and a template test runs it."""
+    for part in _no_vars(command).split("&&"):
+        words = part.split()
+        target = words[1] if len(words) > 1 else "help"
+        assert target in make_targets(project), f"{command}: no make target {target}"
+        assert target in MAKE_RUN_BY, f"{command}: no test runs make {target}"
+        runner = (TEMPLATE / MAKE_RUN_BY[target]).read_text()
+        assert re.search(rf'"(make )?{target}"', runner) or target == "help", (
+            f"{MAKE_RUN_BY[target]} does not run make {target}"
+        )
+
+
+def how_checked(command: str, project: Path, app: str, tool) -> str:
+    """How a README command not run by test_every_readme_command_is_run_by_a_test is run or
+    checked elsewhere; "" when nothing does."""
+    makefile = (project / "Makefile").read_text()
+    if re.fullmatch(r"make( [a-z-]+)?( && make( [a-z-]+)?)*", _no_vars(command)):
+        check_make_only(project, command)
+        return "make targets run by tests"
+    if command.startswith("docker compose "):
+        check_compose_up(project, command)
+        return "checked against compose.yml (no Docker engine)"
+    if command == "docker info":
+        assert "docker info" in makefile  # every make call runs it to choose compose or not
+        return "run by every make call"
+    if command.startswith(("TOKEN=", "READ_TOKEN=", "curl ")):
+        stack_test = (TEMPLATE / "tests" / "test_stack.py").read_text()
+        assert 'readme_block(project, "TOKEN=")' in stack_test
+        return "pasted by test_stack.py against the live stack"
+    if command in ("make bootstrap", "make down && make up") or " -m arq " in command:
+        return "pasted by test_managed_services.py"
+    if command == f"python -m {app}.db.migrate":
+        stack_py = (project / "deploy" / "local" / "stack.py").read_text()
+        assert '"-m", f"{PACKAGE}.db.migrate"' in stack_py  # what `make migrate` runs
+        return "run by make migrate"
+    if command == "python3 -m pip install cookiecutter":
+        # What puts `python3 -m cookiecutter` there; the test's cookiecutter is that package.
+        assert Path(tool("cookiecutter")).exists()
+        return "the cookiecutter package the update commands ran"
+    if command in ("python3 -m cookiecutter", "pipx run cookiecutter"):
+        return "the update command's first word, run"  # its two spellings
+    if command == "deploy/local/stack.py up":
+        assert "deploy/local/stack.py up" in makefile
+        return "run by make up"
+    return ""
+
+
+def test_every_readme_command_is_run_by_a_test(cookies, tool, tmp_path) -> None:
+    app = "billing42"
+    project = bake(cookies, {"app_code": app})
+    readme = (project / "README.md").read_text()
+    # Not nox's environment: its VIRTUAL_ENV and UV_PROJECT_ENVIRONMENT would make `uv sync`
+    # install into the shared test interpreter instead of the project's .venv.
+    sh = shell(project, clean_env())
+    ran = run_update_commands(readme, sh, tool, tmp_path) | run_make_help_and_venv(sh)
+
+    how = {
+        command: "run here" if command in ran else how_checked(command, project, app, tool)
+        for command in readme_commands(readme)
+    }
     unchecked = [c for c, h in how.items() if not h]
     assert unchecked == [], f"README commands no test runs or checks: {unchecked}"
+    managed_test = (TEMPLATE / "tests" / "test_managed_services.py").read_text()
     assert 'readme_block(project, "-m arq")' in managed_test
     assert 'readme_block(project, "make bootstrap")' in managed_test
     for expected in (
@@ -411,14 +384,8 @@ def test_readme_settings_blocks_load(cookies, project_python: str, tmp_path) -> 
             if key.endswith(("ROOTCERT", "CA_CERTS")):
                 env[key] = str(tmp_path / Path(value).name)
                 Path(env[key]).write_text("PEM\n")
-        done = subprocess.run(
-            [project_python, "-c", "from billing42.core.config import load_settings as s; s()"],
-            cwd=project,
-            env={**os.environ, "PYTHONPATH": "src", **env},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        load = "from billing42.core.config import load_settings as s; s()"
+        done = run([project_python, "-c", load], project, PYTHONPATH="src", **env)
         assert done.returncode == 0, f"{block}\n{done.stderr}"
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
-from options import GOOD_OPTION_SETS, RENDER_OPTION_SETS, SECRET_KEYS
+from helpers import SECRET_KEYS, TEMPLATE, bake, read_env, run
+from options import GOOD_OPTION_SETS, RENDER_OPTION_SETS
 
 EXPECTED_FILES = [
     ".env",
@@ -61,25 +61,6 @@ def text_files(root: Path):
                 yield path, path.read_text(encoding="utf-8")
             except UnicodeDecodeError:
                 continue
-
-
-def bake(cookies, context: dict[str, str]) -> Path:
-    result = cookies.bake(extra_context=context)
-    assert result.exit_code == 0, result.exception
-    assert result.exception is None
-    return Path(result.project_path)
-
-
-def run(argv: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv,
-        cwd=cwd,
-        check=False,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=600,
-    )
 
 
 @pytest.mark.parametrize(
@@ -198,11 +179,7 @@ def test_compose_hands_every_setting_to_the_api_and_worker(cookies) -> None:
     project = bake(cookies, {})
     compose = yaml.safe_load((project / "compose.yml").read_text())
     app_env = compose["x-app-env"]
-    example = dict(
-        line.split("=", 1)
-        for line in (project / ".env.example").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
+    example = read_env(project / ".env.example")
     for key, value in example.items():
         if key.startswith("FLYWAY_") or key in NOT_FOR_CONTAINERS or is_secret(key):
             continue  # secrets: test_compose_gives_each_service_only_its_own_secrets
@@ -225,17 +202,12 @@ def test_compose_keeps_secrets_out_and_ports_local(cookies) -> None:
         for key, value in env.items():
             if any(word in key for word in ("PWD", "PASSWORD", "TOKEN", "AUTH")):
                 assert str(value).startswith("${") and ":?" in str(value), f"{name}.{key}"
-    secrets = dict(
-        line.split("=", 1)
-        for line in (project / ".env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
+    secrets = read_env(project / ".env")
     text = (project / "compose.yml").read_text()
-    for key in SECRETS:
+    for key in SECRET_KEYS:
         assert secrets[key] and secrets[key] not in text
 
 
-SECRETS = SECRET_KEYS
 # Which secrets each compose service gets: the rendered core/config.py's PROCESS_SECRETS for the
 # API and the worker; the database's own container makes the roles (bootstrap), so it holds
 # their passwords; Flyway migrates as the admin; Redis has its own password.
@@ -295,8 +267,7 @@ def test_bakes_from_a_relative_template_path(tmp_path, monkeypatch, where: str) 
     """`cookiecutter .` from a clone (the README's local command) must work like a full path."""
     from cookiecutter.main import cookiecutter
 
-    template = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(template if where == "template" else template.parent)
-    relative = "." if where == "template" else template.name
+    monkeypatch.chdir(TEMPLATE if where == "template" else TEMPLATE.parent)
+    relative = "." if where == "template" else TEMPLATE.name
     project = Path(cookiecutter(relative, no_input=True, output_dir=str(tmp_path)))
     assert (project / ".env").is_file()

@@ -1,5 +1,6 @@
-"""The generation hooks: bad answers are refused with a clear message, good ones bake, and
-the generated .env holds fresh, private secrets that never leak into logs or the replay file."""
+"""The generation hooks, through cookiecutter: bad answers are refused with a clear message,
+good ones bake, and the generated .env holds fresh, private secrets that never leak into logs
+or the replay file. (Their functions one by one: test_hook_functions.py.)"""
 
 from __future__ import annotations
 
@@ -12,32 +13,17 @@ from pathlib import Path
 import pytest
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
-from options import (
-    BAD_INPUTS,
-    GOOD_OPTION_SETS,
-    MANY_PROBLEMS_INPUTS,
-    NAMED_OPTION_SETS,
-    SECRET_KEYS,
-)
+from helpers import PROJECT_TEMPLATE, SECRET_KEYS, TEMPLATE, post_gen, read_env
+from helpers import bake_result as bake
+from options import BAD_INPUTS, GOOD_OPTION_SETS, MANY_PROBLEMS_INPUTS, NAMED_OPTION_SETS
 
-TEMPLATE = Path(__file__).resolve().parents[1]
 CONTEXT = json.loads((TEMPLATE / "cookiecutter.json").read_text(encoding="utf-8"))
 PROMPTS = [key for key in CONTEXT if not key.startswith("_")]
-ENV_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)")
 PROBLEM_LINE = re.compile(r"[a-z_]+(?: and [a-z_]+)*: ")
 
 
 def ids(cases):
     return [case[0] for case in cases]
-
-
-def bake(cookies, extra_context, template=TEMPLATE):
-    return cookies.bake(extra_context=extra_context, template=str(template))
-
-
-def read_env(path: Path) -> dict[str, str]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return {m[1]: m[2] for m in map(ENV_LINE.fullmatch, lines) if m}
 
 
 def secrets_of(project: Path) -> dict[str, str]:
@@ -53,7 +39,7 @@ def copy_template(tmp_path: Path) -> Path:
 
 
 def project_dir(template: Path) -> Path:
-    return template / "{{cookiecutter.app_code}}"
+    return template / PROJECT_TEMPLATE
 
 
 # --- pre_gen_project: refusals
@@ -151,40 +137,6 @@ def test_next_steps_are_printed(cookies, capfd):
         assert text in out
 
 
-def fake_docker(folder: Path, info_ok: bool, compose_ok: bool) -> None:
-    folder.mkdir()
-    (folder / "docker").write_text(
-        "#!/bin/sh\n"
-        f'[ "$1" = info ] && exit {0 if info_ok else 1}\n'
-        f'[ "$1 $2" = "compose version" ] && exit {0 if compose_ok else 1}\n'
-        "exit 1\n"
-    )
-    (folder / "docker").chmod(0o755)
-
-
-@pytest.mark.parametrize(
-    ("info_ok", "compose_ok", "expected"),
-    [
-        (True, True, "make up will use compose"),
-        (True, False, "make up will run the stack as local processes"),
-        (False, True, "make up will run the stack as local processes"),
-    ],
-)
-def test_next_steps_name_the_mode_make_up_will_use(
-    cookies, capfd, monkeypatch, tmp_path, info_ok, compose_ok, expected
-):
-    fake_docker(tmp_path / "bin", info_ok, compose_ok)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
-    result = bake(cookies, NAMED_OPTION_SETS["next-steps"])
-    out = capfd.readouterr().out
-    assert result.exit_code == 0, result.exception
-    assert expected in out
-    if "local processes" in expected:
-        assert "PostgreSQL's server binaries" in out and "redis-server" in out
-    for command in ("make up", "make test", "make down"):
-        assert command in out
-
-
 # --- post_gen_project: .env
 
 
@@ -261,46 +213,27 @@ def test_missing_env_example_fails_clearly(cookies, capfd, tmp_path):
     assert ".env.example is missing" in capfd.readouterr().err
 
 
-def test_env_example_with_a_secret_value_fails(cookies, capfd, tmp_path):
-    template = copy_template(tmp_path)
-    example = project_dir(template) / ".env.example"
-    example.write_text(example.read_text(encoding="utf-8") + "API_TOKEN=shared\n")
-
-    result = bake(cookies, {}, template)
-
-    assert isinstance(result.exception, FailedHookException)
-    assert ".env.example sets API_TOKEN; leave it blank" in capfd.readouterr().err
-
-
-# --- post_gen_project: scripts
-
-
-def test_scripts_are_executable_with_lf_endings(cookies, tmp_path):
-    template = copy_template(tmp_path)
-    scripts = project_dir(template) / "scripts"
-    scripts.mkdir(exist_ok=True)
-    (scripts / "crlf-test.sh").write_bytes(b"#!/bin/sh\r\necho ok\r\n")
-    (scripts / "crlf-test.sh").chmod(0o644)
-    local = project_dir(template) / "deploy" / "local"
-    local.mkdir(parents=True, exist_ok=True)
-    (local / "hook-test.py").write_text("print('ok')\n")
-    (local / "hook-test.py").chmod(0o644)
-
-    project = bake(cookies, {}, template).project_path
-
-    assert (project / "scripts" / "crlf-test.sh").read_bytes() == b"#!/bin/sh\necho ok\n"
-    shell_scripts = list(project.rglob("*.sh"))
-    local_scripts = list((project / "deploy" / "local").glob("*.py"))
-    assert local_scripts
-    for script in shell_scripts + local_scripts:
-        assert script.stat().st_mode & stat.S_IXUSR, script
-    for script in shell_scripts:
-        assert b"\r\n" not in script.read_bytes(), script
+def test_bad_crons_are_refused_after_rendering_and_the_project_removed(
+    capfd, tmp_path, _cookiecutter_config_file
+):
+    """The post-generation hook checks the crons with the rendered project's own parser, one
+    line each, and cookiecutter removes the project it had written."""
+    with pytest.raises(FailedHookException):
+        cookiecutter(
+            str(TEMPLATE),
+            no_input=True,
+            extra_context=NAMED_OPTION_SETS["two-bad-crons"],
+            output_dir=str(tmp_path),
+            config_file=str(_cookiecutter_config_file),
+        )
+    lines = [line for line in capfd.readouterr().err.splitlines() if PROBLEM_LINE.match(line)]
+    assert [line.split(": ")[0] for line in lines] == ["hello_cron", "cleanup_cron"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_cron_parser_is_reported_as_a_template_error(cookies, capfd, tmp_path):
     template = copy_template(tmp_path)
-    (project_dir(template) / "src" / "{{cookiecutter.app_code}}" / "core" / "cron.py").unlink()
+    post_gen.cron_parser(project_dir(template), PROJECT_TEMPLATE).unlink()
 
     result = bake(cookies, {}, template)
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import bake, clean_env, readme_block
 from options import STACK_OPTION_SETS
 
 
@@ -25,7 +26,7 @@ def make(
     project: Path, python: str, *args: str, timeout: float = 600, path: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`make ARGS`; `path`: a folder put first on PATH (a fake docker)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "VIRTUAL_ENV"))}
+    env = clean_env()
     if path is not None:
         env["PATH"] = f"{path}{os.pathsep}{env.get('PATH', '')}"
     done = subprocess.run(
@@ -47,12 +48,6 @@ def logs(project: Path) -> str:
         lines = log.read_text(errors="replace").splitlines()[-30:]
         out.append(f"--- {log.name}\n" + "\n".join(lines))
     return "\n".join(out)
-
-
-def readme_block(project: Path, marker: str) -> str:
-    """The README's first ```shell block that contains `marker`."""
-    blocks = re.findall(r"```shell\n(.*?)```", (project / "README.md").read_text(), re.S)
-    return next(b for b in blocks if marker in b)
 
 
 def status_row(out: str, name: str) -> dict[str, str]:
@@ -108,86 +103,78 @@ def processes_mentioning(*needles: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(
-    "context", [c for _, c in STACK_OPTION_SETS], ids=[i for i, _ in STACK_OPTION_SETS]
-)
-def test_make_up_test_down_without_docker(
-    cookies, context: dict[str, str], project_python: str, tmp_path: Path
-) -> None:
-    result = cookies.bake(extra_context=context)
-    assert result.exit_code == 0, result.exception
-    project = Path(result.project_path)
-    app = context.get("app_code", "aserv")
-    ports = [
-        int(context.get(k, d))
-        for k, d in (
-            ("api_host_port", "8080"),
-            ("db_host_port", "5431"),
-            ("redis_host_port", "6378"),
+def ports_of(context: dict[str, str]) -> list[int]:
+    """The three host ports a bake with these answers listens on."""
+    defaults = (("api_host_port", "8080"), ("db_host_port", "5431"), ("redis_host_port", "6378"))
+    return [int(context.get(key, default)) for key, default in defaults]
+
+
+def start(project: Path, python: str) -> Path:
+    """`make up`, its records, and supervisord restarting a killed worker; PostgreSQL's home."""
+    up = make(project, python, "up", timeout=300)
+    assert up.returncode == 0, logs(project)
+    assert "stack is up" in up.stdout
+    pg_home = Path((project / ".local/run/postgres.home").read_text())
+    assert (project / ".local/mode").read_text() == "local\n"  # what `down` will follow
+    for name in ("postgres", "redis", "supervisord"):  # pid and identity
+        assert len((project / f".local/run/{name}.pid").read_text().split()) == 2, name
+
+    assert make(project, python, "status").returncode == 0
+
+    # A worker that dies is started again by supervisord, by itself and with a new pid, and
+    # `make status` counts the restart; `make up` then finds everything running.
+    assert_supervisord_restarts_the_worker(project, python)
+    again = make(project, python, "up", timeout=300)
+    assert again.returncode == 0, logs(project)
+    assert "worker: running" in again.stdout and "worker: starting" not in again.stdout
+    assert "api: running" in again.stdout and "postgres: running" in again.stdout
+    return pg_home
+
+
+def run_suites(project: Path, python: str, reliability: bool) -> None:
+    """`make test`, the README's "submit a job" lines, and `make test-reliability`."""
+    suite = make(project, python, "test", "PYTEST_ARGS=-q -p no:cacheprovider", timeout=900)
+    assert suite.returncode == 0, f"the project's own suite failed:\n{logs(project)}"
+    assert " passed" in suite.stdout and " failed" not in suite.stdout
+    assert " skipped" not in suite.stdout, "the suite skipped tests: every test must run here"
+
+    # The README's own "submit a job" commands, run as a reader would paste them.
+    block = readme_block(project, "TOKEN=")
+    pasted = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block + "\nsleep 1\n" + block.splitlines()[-1]],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert pasted.returncode == 0, pasted.stderr
+    assert '"status":"succeeded"' in pasted.stdout, pasted.stdout
+
+    if reliability:  # the fault, bad-input and security suite
+        done = make(
+            project,
+            python,
+            "test-reliability",
+            "PYTEST_ARGS=-q -p no:cacheprovider",
+            timeout=1800,  # outages of 2 and 3 minutes among them
         )
-    ]
-    busy = [p for p in ports if listening(p)]
-    assert not busy, f"ports {busy} are already taken on this machine: free them and rerun"
+        assert done.returncode == 0, f"make test-reliability failed:\n{logs(project)}"
+        assert " passed" in done.stdout and " failed" not in done.stdout
+        assert " skipped" not in done.stdout
 
-    pg_home = None
-    try:
-        up = make(project, project_python, "up", timeout=300)
-        assert up.returncode == 0, logs(project)
-        assert "stack is up" in up.stdout
-        pg_home = Path((project / ".local/run/postgres.home").read_text())
-        assert (project / ".local/mode").read_text() == "local\n"  # what `down` will follow
-        for name in ("postgres", "redis", "supervisord"):  # pid and identity
-            assert len((project / f".local/run/{name}.pid").read_text().split()) == 2, name
 
-        assert make(project, project_python, "status").returncode == 0
+def stop(
+    project: Path, python: str, tmp_path: Path
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`make down` with a Docker engine that started since `make up`: the recorded mode
+    (local) must win. Returns the result and the fake engine's folder."""
+    engine = docker_engine(tmp_path / "docker-engine")
+    return make(project, python, "down", timeout=120, path=engine), engine
 
-        # A worker that dies is started again by supervisord, by itself and with a new pid, and
-        # `make status` counts the restart; `make up` then finds everything running.
-        assert_supervisord_restarts_the_worker(project, project_python)
-        again = make(project, project_python, "up", timeout=300)
-        assert again.returncode == 0, logs(project)
-        assert "worker: running" in again.stdout and "worker: starting" not in again.stdout
-        assert "api: running" in again.stdout and "postgres: running" in again.stdout
 
-        suite = make(
-            project, project_python, "test", "PYTEST_ARGS=-q -p no:cacheprovider", timeout=900
-        )
-        assert suite.returncode == 0, f"the project's own suite failed:\n{logs(project)}"
-        assert " passed" in suite.stdout and " failed" not in suite.stdout
-
-        # The README's own "submit a job" commands, run as a reader would paste them.
-        block = readme_block(project, "TOKEN=")
-        pasted = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", block + "\nsleep 1\n" + block.splitlines()[-1]],
-            cwd=project,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert pasted.returncode == 0, pasted.stderr
-        assert '"status":"succeeded"' in pasted.stdout, pasted.stdout
-        assert " skipped" not in suite.stdout, "the suite skipped tests: every test must run here"
-
-        if not context:  # the defaults bake: the fault, bad-input and security suite too
-            reliability = make(
-                project,
-                project_python,
-                "test-reliability",
-                "PYTEST_ARGS=-q -p no:cacheprovider",
-                timeout=1800,  # outages of 2 and 3 minutes among them
-            )
-            assert reliability.returncode == 0, f"make test-reliability failed:\n{logs(project)}"
-            assert " passed" in reliability.stdout and " failed" not in reliability.stdout
-            assert " skipped" not in reliability.stdout
-    finally:
-        # A Docker engine started since `make up` changes nothing: the recorded mode is local.
-        engine = docker_engine(tmp_path / "docker-engine")
-        down = make(project, project_python, "down", timeout=120, path=engine)
-    assert down.returncode == 0
-    assert "stack is down" in down.stdout
-    assert not (engine / "calls").exists(), (engine / "calls").read_text()
-
+def assert_nothing_is_left(project: Path, app: str, ports: list[int], pg_home: Path | None) -> None:
+    """No server listening, no process of the project, no runtime folder."""
     time.sleep(0.5)
     assert [p for p in ports if listening(p)] == [], "make down left a server listening"
     leftovers = processes_mentioning(
@@ -196,3 +183,27 @@ def test_make_up_test_down_without_docker(
     assert leftovers == [], f"make down left processes running: {leftovers}"
     assert not (project / ".local").exists()
     assert pg_home is None or not pg_home.exists()
+
+
+@pytest.mark.parametrize(
+    "context", [c for _, c in STACK_OPTION_SETS], ids=[i for i, _ in STACK_OPTION_SETS]
+)
+def test_make_up_test_down_without_docker(
+    cookies, context: dict[str, str], project_python: str, tmp_path: Path
+) -> None:
+    project = bake(cookies, context)
+    app = context.get("app_code", "aserv")
+    ports = ports_of(context)
+    busy = [p for p in ports if listening(p)]
+    assert not busy, f"ports {busy} are already taken on this machine: free them and rerun"
+
+    pg_home = None
+    try:
+        pg_home = start(project, project_python)
+        run_suites(project, project_python, reliability=not context)
+    finally:
+        down, engine = stop(project, project_python, tmp_path)
+    assert down.returncode == 0
+    assert "stack is down" in down.stdout
+    assert not (engine / "calls").exists(), (engine / "calls").read_text()
+    assert_nothing_is_left(project, app, ports, pg_home)

@@ -1,9 +1,10 @@
 """Turn a 6-field cron expression into the keyword arguments of arq's ``cron()``.
 
 People (and .env files) speak cron; arq wants a set of ints per field. This module is the one
-parser for both the worker and the template's pre-generation hook, so a bad expression is
-refused with the same message when the project is generated and when the worker starts. That
-is why it uses the standard library only and imports nothing from the package.
+parser for both the worker and the template's post-generation hook (which loads this file from
+the rendered project), so a bad expression is refused with the same message when the project is
+generated and when the worker starts. That is why it uses the standard library only and imports
+nothing from the package.
 
 Fields: ``second minute hour day month weekday``. Each field takes ``*``, ``N``, ``A-B``,
 ``*/N``, ``A-B/N``, ``A/N`` and comma lists; month also takes ``jan``..``dec`` and weekday
