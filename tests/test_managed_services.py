@@ -235,8 +235,9 @@ def shell_lines(block: str) -> list[str]:
 def rotate_secrets(servers: Servers, env: dict[str, str], sh: Callable, old: dict) -> None:
     """The README's "Rotate secrets", natively: new values (here in the environment, which wins
     over .env), `make bootstrap`, `make down && make up`; the old app password stops working."""
+    project = servers.project
     env.update({k: secrets.token_urlsafe(24) for k in old})
-    rotate = shell_lines(readme_block(servers.project, "make bootstrap"))
+    rotate = shell_lines(readme_block(project, "make bootstrap"))
     assert rotate == ["make bootstrap", "make down && make up"]
     up = "".join(sh(line).stdout for line in rotate)
     assert "postgres: reusing the server" in up and "redis: reusing the server" in up
