@@ -226,10 +226,14 @@ def readme_commands(text: str) -> list[str]:
 
 def check_compose_up(project: Path, command: str) -> None:
     """No Docker engine or compose plugin here: check the services and flags against
-    compose.yml and `docker compose up`'s options instead of running it."""
+    compose.yml and `docker compose up`'s options instead of running it (pause and unpause:
+    the services)."""
     services = yaml.safe_load((project / "compose.yml").read_text())["services"]
     argv = shlex.split(command)
-    assert argv[:3] == ["docker", "compose", "up"], f"{command}: only `up` is checked"
+    if argv[:3] in (["docker", "compose", "pause"], ["docker", "compose", "unpause"]):
+        assert all(arg in services for arg in argv[3:]), f"{command}: no such service"
+        return
+    assert argv[:3] == ["docker", "compose", "up"], f"{command}: only up and (un)pause are checked"
     rest = iter(argv[3:])
     for arg in rest:
         if arg == "--scale":
