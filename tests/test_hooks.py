@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import stat
 from pathlib import Path
 
 import pytest
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
-from helpers import PROJECT_TEMPLATE, SECRET_KEYS, TEMPLATE, post_gen, read_env
+from helpers import PROJECT_TEMPLATE, SECRET_KEYS, TEMPLATE, copy_template, post_gen, read_env
 from helpers import bake_result as bake
 from options import BAD_INPUTS, GOOD_OPTION_SETS, MANY_PROBLEMS_INPUTS, NAMED_OPTION_SETS
 
@@ -29,13 +28,6 @@ def ids(cases):
 def secrets_of(project: Path) -> dict[str, str]:
     env = read_env(project / ".env")
     return {key: env[key] for key in SECRET_KEYS}
-
-
-def copy_template(tmp_path: Path) -> Path:
-    """A scratch copy of the template, for tests that need to change a template file."""
-    copy = tmp_path / "template"
-    shutil.copytree(TEMPLATE, copy, ignore=shutil.ignore_patterns(".git", "*cache*", ".benchmarks"))
-    return copy
 
 
 def project_dir(template: Path) -> Path:
@@ -204,7 +196,7 @@ def test_rerender_keeps_secrets_and_hand_added_keys(tmp_path, _cookiecutter_conf
 
 
 def test_missing_env_example_fails_clearly(cookies, capfd, tmp_path):
-    template = copy_template(tmp_path)
+    template = copy_template(tmp_path / "template")
     (project_dir(template) / ".env.example").unlink()
 
     result = bake(cookies, {}, template)
@@ -232,7 +224,7 @@ def test_bad_crons_are_refused_after_rendering_and_the_project_removed(
 
 
 def test_missing_cron_parser_is_reported_as_a_template_error(cookies, capfd, tmp_path):
-    template = copy_template(tmp_path)
+    template = copy_template(tmp_path / "template")
     post_gen.cron_parser(project_dir(template), PROJECT_TEMPLATE).unlink()
 
     result = bake(cookies, {}, template)

@@ -1,5 +1,9 @@
 """The generated stack for real: `make up` without Docker, the project's own suite, `make down`.
 
+The defaults project is made as a user keeping it current would: `cruft create` from an older
+commit of the template, a local change, then `cruft update` to this template, so its suites
+also prove that an updated project works.
+
 Each bake starts a project-local PostgreSQL and Redis plus the worker and the API as local
 processes under supervisord (this machine has no Docker engine), checks that a killed worker is
 restarted by supervisord, runs `make test` against them (and, for the
@@ -9,6 +13,7 @@ leaves nothing running.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,7 +23,17 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import bake, clean_env, readme_block
+from helpers import (
+    PROJECT_TEMPLATE,
+    bake,
+    clean_env,
+    commit_all,
+    copy_template,
+    cruft_project,
+    git,
+    readme_block,
+    run,
+)
 from options import STACK_OPTION_SETS
 
 
@@ -101,6 +116,30 @@ def processes_mentioning(*needles: str) -> list[str]:
         if any(needle in cmdline for needle in needles):
             found.append(f"{proc.name}: {cmdline.strip()}")
     return found
+
+
+def updated_project(tmp_path: Path, tool) -> Path:
+    """A project cruft created from an older commit of the template (its README differs), with
+    a committed local change, then `cruft update -y` to this template's files."""
+    template = copy_template(tmp_path / "template")
+    readme = template / PROJECT_TEMPLATE / "README.md"
+    current = readme.read_text(encoding="utf-8")
+    readme.write_text(current.replace("\n## Tests\n", "\n## Tests (older)\n", 1), encoding="utf-8")
+    git(template, "init", "-q")
+    commit_all(template, "older")
+    project = cruft_project(template, tmp_path / "out", tool)
+    with (project / "README.md").open("a", encoding="utf-8") as ours:
+        ours.write("\nOur own notes.\n")
+    commit_all(project, "our notes")
+    readme.write_text(current, encoding="utf-8")
+    head = commit_all(template, "current")
+
+    done = run([tool("cruft"), "update", "-y"], project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((project / ".cruft.json").read_text())["commit"] == head
+    text = (project / "README.md").read_text(encoding="utf-8")
+    assert "\n## Tests\n" in text and "Our own notes." in text
+    return project
 
 
 def ports_of(context: dict[str, str]) -> list[int]:
@@ -189,9 +228,9 @@ def assert_nothing_is_left(project: Path, app: str, ports: list[int], pg_home: P
     "context", [c for _, c in STACK_OPTION_SETS], ids=[i for i, _ in STACK_OPTION_SETS]
 )
 def test_make_up_test_down_without_docker(
-    cookies, context: dict[str, str], project_python: str, tmp_path: Path
+    cookies, context: dict[str, str], project_python: str, tmp_path: Path, tool
 ) -> None:
-    project = bake(cookies, context)
+    project = bake(cookies, context) if context else updated_project(tmp_path, tool)
     app = context.get("app_code", "aserv")
     ports = ports_of(context)
     busy = [p for p in ports if listening(p)]
