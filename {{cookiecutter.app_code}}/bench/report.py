@@ -136,6 +136,36 @@ def submission_rows(results: dict[str, Any]) -> list[Row]:
                     note,
                 )
             )
+    wrk = results.get("api_wrk", {})
+    if wrk.get("requests"):
+        latency = f"p50 {fmt(wrk['p50_ms'])} / p99 {fmt(wrk['p99_ms'])} ms"
+        note = f"wrk, 1 thread; API CPU {fmt(wrk['cpu_ms_per_request'].get('api'))} ms/request"
+        rows.append(
+            (
+                "API alone, wrk: POST /api/v1/jobs",
+                fmt(wrk["requests"]),
+                fmt(wrk["accepted_per_s"], "/s"),
+                latency,
+                "",
+                note,
+            )
+        )
+    batch = results.get("batches")
+    if batch:
+        latency = f"p50 {fmt(batch['batch_p50_ms'])} / p99 {fmt(batch['batch_p99_ms'])} ms a batch"
+        cpu = batch["cpu_ms_per_job"].get("api")
+        size, flight = batch["batch_size"], batch["in_flight"]
+        note = f"{size} a batch, {flight} in flight; API CPU {fmt(cpu)} ms/job"
+        rows.append(
+            (
+                "API alone: POST /api/v1/batches",
+                fmt(batch["jobs"]),
+                fmt(batch["accepted_per_s"], "/s"),
+                latency,
+                "",
+                note,
+            )
+        )
     return rows
 
 
@@ -191,6 +221,20 @@ def worker_rows(results: dict[str, Any]) -> list[Row]:
                 "enqueue-to-start, light load",
                 fmt(latency["jobs"]),
                 fmt(latency["rate_per_s"], "/s"),
+                span,
+                "",
+                note,
+            )
+        )
+    through_api = results.get("api_submit_to_start")
+    if through_api:
+        span = f"p50 {fmt(through_api['p50_ms'])} / p95 {fmt(through_api['p95_ms'])} ms"
+        note = "through the API: ledger started_at - enqueued_at"
+        rows.append(
+            (
+                "submit-to-start, light load",
+                fmt(through_api["jobs"]),
+                fmt(through_api["rate_per_s"], "/s"),
                 span,
                 "",
                 note,

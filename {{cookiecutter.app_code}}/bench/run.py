@@ -7,7 +7,10 @@ processes (bench/worker.py: the service's WorkerSettings on a queue of their own
 1. raw enqueue: `enqueue_job` straight into arq, 32 at a time (the floor of a submission);
 2. API submissions: POST /api/v1/jobs over HTTP (httpx, async, 32 at a time): accepted/s,
    latency and the API's CPU per request; first with the stack's worker paused (the API
-   alone, as on a host of its own), then beside it. The stack's own worker runs these jobs;
+   alone, as on a host of its own), then beside it; then the same with wrk, a load generator
+   that costs little CPU; batches (POST /api/v1/batches, 500 jobs a batch, 4 in flight) and
+   their drain by the stack's worker; submit-to-start through the API at light load. The
+   stack's own worker runs these jobs;
 3. drain: no-op jobs and sleep jobs, one worker process and one per core, ledger on (and
    no-op with the ledger off, to see what the ledger costs);
 4. enqueue-to-start latency at light load, from the ledger's timestamps;
@@ -17,7 +20,8 @@ processes (bench/worker.py: the service's WorkerSettings on a queue of their own
 
 The modules: meters.py (CPU and memory, psutil), services.py (the stack under test: its mode,
 pids, pausing its worker), harness.py (bench workers, staging, drains, ledger checks),
-phases.py and submissions.py (the phases), report.py (machine, versions, the table).
+phases.py, submissions.py, wrk.py and batches.py (the phases), report.py (machine, versions,
+the table).
 
 Every job is a `noop` (jobs/noop.py), which the stack's API and worker accept only while
 BENCH_JOB is on (by default with ENV=dev); ids start with `bench-<run>-`, and their ledger rows
@@ -44,10 +48,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import batches  # noqa: E402
 import httpx  # noqa: E402
 import phases  # noqa: E402
 import report  # noqa: E402
 import submissions  # noqa: E402
+import wrk  # noqa: E402
 from console import PACKAGE, BenchError, say  # noqa: E402
 from harness import Bench  # noqa: E402
 from services import recorded_mode  # noqa: E402
@@ -66,6 +72,9 @@ QUICK = {
     "stock_sleep_jobs": 10,
     "latency_jobs": 10,
     "latency_rate": 50.0,
+    "batch_jobs": 40,
+    "batch_size": 10,
+    "wrk_seconds": 1,
 }
 SIZES = (
     "jobs",
@@ -77,6 +86,10 @@ SIZES = (
     "concurrency",
     "workers",
     "sleep_max_jobs",
+    "batch_jobs",
+    "batch_size",
+    "batch_flight",
+    "wrk_seconds",
 )
 
 
@@ -105,6 +118,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--stock-sleep-jobs", type=int, default=100, help="sleep jobs for arq's stock settings")
     add("--latency-jobs", type=int, default=200, help="jobs for enqueue-to-start latency")
     add("--latency-rate", type=float, default=50.0, help="jobs a second for that latency")
+    add("--batch-jobs", type=int, default=20000, help="jobs submitted in batches")
+    add("--batch-size", type=int, default=500, help="jobs a batch (at most 1000)")
+    add("--batch-flight", type=int, default=4, help="batches in flight")
+    add("--wrk-seconds", type=int, default=10, help="how long wrk submits")
     add("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (cores)")
     add("--soak", type=int, default=0, help="extra no-op jobs through one worker, for memory")
     add(
@@ -131,6 +148,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.workers = min(args.workers, 2)
     if min(getattr(args, name) for name in SIZES) < 1:
         parser.error("sizes must be at least 1")
+    if args.batch_size > 1000:
+        parser.error("--batch-size: a batch holds at most 1000 jobs")
     return args
 
 
@@ -187,6 +206,9 @@ async def run_phases(bench: Bench) -> None:
     if not args.sweep_only:
         staged = await phases.raw_enqueue(bench)
         await submissions.api(bench)  # no bench worker running: the API has the machine
+        await wrk.wrk(bench)
+        await batches.batches(bench)
+        await submissions.api_latency(bench)
         await phases.service_worker(bench, staged)
         await phases.ledger_off(bench)
         await phases.sleep_jobs(bench)

@@ -37,10 +37,12 @@ async def api(bench: Bench) -> None:
     raw = bench.results.get("raw_enqueue", {}).get("jobs_per_s")
     for r in (result, shared):
         r["ratio_to_raw_enqueue"] = round(r["accepted_per_s"] / raw, 3) if raw else None
-    await wait_for_stack_worker(bench, result, accepted + more)
+    await wait_for_stack_worker(bench, result, [accepted, more])
 
 
-async def clients(bench: Bench, stack: contextlib.AsyncExitStack) -> list[httpx.AsyncClient]:
+async def clients(
+    bench: Bench, stack: contextlib.AsyncExitStack, count: int | None = None, wait: float = 30
+) -> list[httpx.AsyncClient]:
     """One httpx.AsyncClient per connection: one client with a pool of 32 costs the bench 2-3
     times the CPU per request (httpcore's pool bookkeeping), CPU the API needs more."""
     s = bench.settings
@@ -49,9 +51,9 @@ async def clients(bench: Bench, stack: contextlib.AsyncExitStack) -> list[httpx.
     url = f"http://127.0.0.1:{s.api_port}"
     return [
         await stack.enter_async_context(
-            httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30)
+            httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=wait)
         )
-        for _ in range(bench.args.concurrency)
+        for _ in range(count or bench.args.concurrency)
     ]
 
 
@@ -138,32 +140,59 @@ def summary(
     }
 
 
-async def wait_for_stack_worker(bench: Bench, result: dict[str, Any], accepted: list[str]) -> None:
-    """The stack's own worker runs the API's jobs; wait, so that it does not share the CPU
-    with the drains that follow (and so that the clean-up finds them finished)."""
-    progress = Progress("the stack's worker runs the API's jobs", len(accepted))
+async def wait_for_stack_worker(
+    bench: Bench, result: dict[str, Any], groups: list[list[str]]
+) -> None:
+    """The stack's own worker runs the API's jobs (`groups`: a phase's accepted ids each);
+    wait, so that it does not share the CPU with the phases that follow (and so that the
+    clean-up finds them finished)."""
+    groups = [ids for ids in groups if ids]
+    total = sum(len(ids) for ids in groups)
+    progress = Progress("the stack's worker runs the API's jobs", total)
     deadline = time.monotonic() + bench.args.phase_timeout
     begin, done = time.perf_counter(), 0
-    groups = [ids for ids in (accepted_of(accepted, "api"), accepted_of(accepted, "apiw")) if ids]
     while time.monotonic() < deadline:
         done = 0
         for ids in groups:
             rows = await bench.rows(ids)
             done += sum(1 for r in rows if r["status"] in ("succeeded", "failed"))
         progress.update(done)
-        if done >= len(accepted):
+        if done >= total:
             break
         await asyncio.sleep(0.1)
-    finished = done >= len(accepted)
+    finished = done >= total
     result["stack_worker_ran_all"] = finished
-    if finished and accepted:
+    if finished and total:
         checks = [await bench.ledger_check(ids, "succeeded") for ids in groups]
         result["ledger"] = {"ok": all(c["ok"] for c in checks), "phases": checks}
         progress.finish(f"done in {time.perf_counter() - begin:.1f} s")
     else:
-        progress.finish(f"{done} of {len(accepted)} ran: is the stack's worker up?")
+        progress.finish(f"{done} of {total} ran: is the stack's worker up?")
         bench.error("the stack's worker did not run the API's jobs: `make status`, `make logs`")
 
 
-def accepted_of(ids: list[str], phase: str) -> list[str]:
-    return [i for i in ids if i.rsplit("-", 2)[-2] == phase]
+async def api_latency(bench: Bench) -> None:
+    """Submit-to-start through the API at light load: one POST at a time, `latency_rate` a
+    second, the stack's worker idle; the ledger's started_at minus its enqueued_at (the
+    commit), so it includes the API's hand-over to Redis after the answer."""
+    a = bench.args
+    ids = bench.ids("apilatency", a.latency_jobs)
+    title = f"API submit-to-start at light load ({a.latency_rate:g} jobs/s)"
+    progress = Progress(title, len(ids))
+    async with contextlib.AsyncExitStack() as stack:
+        (client,) = await clients(bench, stack, 1)
+        for n, job_id in enumerate(ids, 1):
+            body = {"job_id": job_id, "function": "noop", "params": {}}
+            response = await client.post("/api/v1/jobs", json=body)
+            if response.status_code != 202:
+                bench.error(f"API latency: {job_id} answered {response.status_code}")
+            progress.update(n)
+            await asyncio.sleep(1 / a.latency_rate)
+    result: dict[str, Any] = {"jobs": len(ids), "rate_per_s": a.latency_rate}
+    await wait_for_stack_worker(bench, result, [ids])
+    rows = await bench.rows(ids)
+    waits = [(r["started_at"] - r["enqueued_at"]).total_seconds() for r in rows if r["started_at"]]
+    for q in (50, 95, 99):
+        result[f"p{q}_ms"] = ms(percentile(waits, q))
+    bench.results["api_submit_to_start"] = result
+    progress.finish(f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms")

@@ -9,8 +9,9 @@ the ledger (the `ledger` package) does, and uses these verbs.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -27,8 +28,9 @@ from arq.constants import (
     retry_key_prefix,
 )
 from arq.cron import CronJob, next_cron
-from arq.jobs import DeserializationError, deserialize_result
+from arq.jobs import DeserializationError, deserialize_result, serialize_job
 from arq.typing import WorkerCoroutine as JobCoroutine
+from arq.utils import timestamp_ms
 from arq.worker import Function
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -253,6 +255,57 @@ async def deliver(
     except (OSError, redis.exceptions.RedisError) as exc:
         raise QueueUnavailable(f"{where(settings)} did not take the job: {exc}") from exc
     return job is not None
+
+
+# arq's enqueue_job as one step on the Redis side, so that many go in one round trip: an id arq
+# holds (its job or result key) is left alone, as enqueue_job leaves it; otherwise the job key
+# is written (the payload serialize_job makes) and the id queued at its enqueue time.
+ENQUEUE_IF_NEW = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 1
+"""
+ENQUEUE_IF_NEW_SHA = hashlib.sha1(ENQUEUE_IF_NEW.encode()).hexdigest()  # noqa: S324 (Redis' name)
+
+Submission = tuple[str, str, dict[str, Any]]  # job_id, function, params (TRACE_KWARG too)
+
+
+def traced(params: dict[str, Any], traceparent: str | None) -> dict[str, Any]:
+    """The params a job is delivered with: its own, and the trace its run joins."""
+    return {**params, TRACE_KWARG: traceparent} if traceparent else params
+
+
+async def deliver_many(arq: ArqRedis, settings: Settings, jobs: Sequence[Submission]) -> int:
+    """Enqueue every (job_id, function, params) under its own id in one round trip; returns
+    how many were queued (ids arq holds already are skipped, as `deliver` skips them)."""
+    if not jobs:
+        return 0
+    now = timestamp_ms()
+    expires_ms = settings.key_ttl_seconds * 1000
+    try:
+        for attempt in (1, 2):
+            async with arq.pipeline(transaction=False) as pipe:
+                for job_id, function, params in jobs:
+                    payload = serialize_job(function, (), params, None, now, serializer=serialize)
+                    keys = (
+                        job_key_prefix + job_id,
+                        result_key_prefix + job_id,
+                        settings.queue_name,
+                    )
+                    args: tuple[Any, ...] = (*keys, expires_ms, payload, now, job_id)
+                    pipe.evalsha(ENQUEUE_IF_NEW_SHA, 3, *args)
+                try:
+                    answers = await pipe.execute()
+                except redis.exceptions.NoScriptError:
+                    if attempt == 2:
+                        raise
+                    await arq.script_load(ENQUEUE_IF_NEW)  # Redis restarted, or flushed scripts
+                    continue
+            return sum(1 for answer in answers if answer == 1)
+    except (OSError, redis.exceptions.RedisError) as exc:
+        raise QueueUnavailable(f"{where(settings)} did not take {len(jobs)} jobs: {exc}") from exc
+    return 0
 
 
 async def holdings(arq: ArqRedis, queue_name: str, job_ids: list[str]) -> dict[str, Holding]:

@@ -34,7 +34,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert result.returncode == 0, f"make bench failed:\n{result.stdout}\n{result.stderr}"
     assert "results:" in result.stdout and "measurement" in result.stdout, result.stdout
@@ -81,6 +81,7 @@ def test_every_phase_ran_and_every_job_has_its_ledger_row(report: dict[str, Any]
         "noop_1_worker_stock_arq",
         "noop_1_worker_stock_arq_ledger_off",
         "sleep_1_worker_stock_arq",
+        "batch_jobs_stack_worker",
     }
     for name, drain in drains.items():
         assert drain["jobs_per_s"] > 0, name
@@ -94,6 +95,27 @@ def test_every_phase_ran_and_every_job_has_its_ledger_row(report: dict[str, Any]
     latency = report["enqueue_to_start"]
     assert latency["ledger"]["ok"] is True
     assert latency["p50_ms"] is not None
+
+
+def test_wrk_batches_and_submit_to_start_ran(report: dict[str, Any]) -> None:
+    wrk = report["api_wrk"]
+    assert wrk["requests"] > 0 and wrk["accepted"] == wrk["requests"], wrk
+    assert wrk["socket_errors"] == 0 and wrk["p50_ms"] > 0 and wrk["p99_ms"] > 0
+    assert wrk["stack_worker_ran_all"] is True and wrk["ledger"]["ok"] is True
+
+    batches = report["batches"]
+    assert batches["accepted"] == batches["jobs"] == report["parameters"]["batch_jobs"]
+    assert batches["statuses"] == {"202": batches["jobs"]}
+    assert batches["batch_size"] == report["parameters"]["batch_size"]
+    drained = report["drain"]["batch_jobs_stack_worker"]
+    assert drained["ledger"]["rows_by_status"] == {"succeeded": batches["jobs"]}
+
+    through_api = report["api_submit_to_start"]
+    assert through_api["ledger"]["ok"] is True and through_api["p50_ms"] is not None
+    mode = (ROOT / ".local" / "mode").read_text().strip()
+    if mode == "local":  # the API's own CPU time, read from its process
+        assert wrk["cpu_ms_per_request"]["api"] > 0
+        assert batches["cpu_ms_per_job"]["api"] > 0
 
 
 def test_memory_is_reported(report: dict[str, Any]) -> None:

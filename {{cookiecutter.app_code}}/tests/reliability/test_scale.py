@@ -67,7 +67,8 @@ def test_each_cron_tick_runs_once_with_three_workers(
 
 
 async def _submit_burst(settings: Settings, ids: list[str]) -> float:
-    """Every id through ledger.submit (commit, then hand-over), concurrently; returns seconds."""
+    """Every id through ledger.submit (commit, then the background hand-over), concurrently;
+    returns seconds."""
     sizes = {"db_pool_max_size": BURST_CONCURRENCY, "db_pool_min_size": 1}
     arq = await connect(settings)
     gate = asyncio.Semaphore(BURST_CONCURRENCY)
@@ -83,6 +84,7 @@ async def _submit_burst(settings: Settings, ids: list[str]) -> float:
         try:
             await asyncio.gather(*(one(jid) for jid in ids))
         finally:
+            await hand_over.aclose()  # the hand-overs still pending go to Redis
             await arq.aclose()
         return time.monotonic() - start
 

@@ -29,7 +29,7 @@ from ..queue import QueueUnavailable, client, redis_ok, where
 from .middleware import BodySizeLimit, SecurityHeaders
 from .observe import install as install_observability
 from .observe import pool_watch, scrape_state
-from .routes import docs, health, jobs, login, metrics
+from .routes import batches, docs, health, jobs, login, metrics
 from .session import install as install_sessions
 from .status import routes as status
 from .status.formatting import STATIC_DIR
@@ -65,6 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with pool_watch(scrape_state(app.state)):
             yield
     finally:
+        await app.state.hand_over.aclose()  # what is pending goes to Redis (or the dispatcher)
         await app.state.arq.aclose()
         await app.state.database.close()
         await app.state.page_database.close()
@@ -84,6 +85,7 @@ def create_app() -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(batches.router)
     app.include_router(status.router)
     app.include_router(login.router)
     app.include_router(docs.router)
@@ -136,7 +138,11 @@ def create_app() -> FastAPI:
             return _unprocessable(exc.detail)
         return await http_exception_handler(request, exc)
 
-    app.add_middleware(BodySizeLimit, limit=settings.api_max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        limit=(settings.api_max_body_bytes, "API_MAX_BODY_BYTES"),
+        paths={batches.router.prefix: (settings.api_max_batch_bytes, "API_MAX_BATCH_BYTES")},
+    )
     app.add_middleware(SecurityHeaders)
     install_observability(app)  # metrics and traces around everything else
     return app

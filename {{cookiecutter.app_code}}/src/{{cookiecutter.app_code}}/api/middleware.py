@@ -7,6 +7,7 @@ body is counted as it arrives instead of being read whole first.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -21,39 +22,47 @@ SECURITY_HEADERS = {
 }
 
 
+Limit = tuple[int, str]  # bytes, and the setting that sets them
+
+
 class BodyTooLarge(HTTPException):
     """Raised from `receive` once a streamed body passes the limit; answered with a 413."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: Limit) -> None:
         super().__init__(413, detail=too_large(limit))
 
 
-def too_large(limit: int, size: int | None = None) -> str:
+def too_large(limit: Limit, size: int | None = None) -> str:
     got = f"is {size} bytes" if size is not None else "is larger than that"
     return (
-        f"the request body {got}; the limit is {limit} bytes (API_MAX_BODY_BYTES): "
-        "send smaller params, or keep large data elsewhere and pass a reference to it"
+        f"the request body {got}; the limit is {limit[0]} bytes ({limit[1]}): "
+        "send smaller params (or fewer jobs a batch), or keep large data elsewhere and pass "
+        "a reference to it"
     )
 
 
 class BodySizeLimit:
-    """413 with a JSON message for a body over `limit` bytes.
+    """413 with a JSON message for a body over `limit` bytes (`paths`: other limits by path).
 
     A Content-Length over the limit is refused before the body is read; a body without one
     (chunked) is counted as it streams in and refused as soon as it passes the limit.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: Limit, paths: Mapping[str, Limit] | None = None
+    ) -> None:
         self.app = app
-        self.limit = limit
+        self.default = limit
+        self.paths = dict(paths or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.paths.get(scope["path"], self.default)
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send, too_large(self.limit, int(declared)))
+        if declared is not None and declared.isdigit() and int(declared) > limit[0]:
+            await self._refuse(send, too_large(limit, int(declared)))
             return
 
         received = 0
@@ -64,8 +73,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge(self.limit)
+                if received > limit[0]:
+                    raise BodyTooLarge(limit)
             return message
 
         async def watched(message: Message) -> None:

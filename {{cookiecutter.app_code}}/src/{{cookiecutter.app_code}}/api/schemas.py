@@ -7,7 +7,8 @@ import math
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..core.config import get_settings
 from ..jobs import CRON_PREFIX, JOBS, Source, Status, submittable
@@ -16,6 +17,7 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 MAX_PARAMS_BYTES = 64 * 1024
 MAX_PARAMS_KEYS = 1000  # keys of every object in params, nested ones included
 MAX_PARAMS_DEPTH = 16  # params itself is level 1
+MAX_BATCH = 1000  # jobs in one POST /api/v1/batches
 
 
 class JobSubmit(BaseModel):
@@ -53,7 +55,10 @@ class JobSubmit(BaseModel):
     @classmethod
     def _params_shape(cls, value: dict[str, Any]) -> dict[str, Any]:
         _check_tree(value)
-        size = len(json.dumps(value, separators=(",", ":")).encode())
+        try:
+            size = len(orjson.dumps(value))
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits: the standard library's
+            size = len(json.dumps(value, separators=(",", ":")).encode())
         if size > MAX_PARAMS_BYTES:
             raise ValueError(f"params is {size} bytes as JSON; the limit is {MAX_PARAMS_BYTES}")
         reserved = sorted(k for k in value if k.startswith("_"))
@@ -65,6 +70,41 @@ class JobSubmit(BaseModel):
         """Params checked against the job's own model (raises pydantic's ValidationError)."""
         model = JOBS[self.function].params.model_validate(self.params)
         return model.model_dump(exclude_unset=True)
+
+
+def errors_at(exc: ValidationError, *loc: str | int) -> list[dict[str, Any]]:
+    """pydantic's errors as the API's 422 items, under `loc`, without echoing any input."""
+    return [
+        {**e, "loc": [*loc, *e["loc"]], "input": None}
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+class BatchSubmit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[Any] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description=f"1 to {MAX_BATCH} submissions, each exactly as for POST /api/v1/jobs. "
+        "Each is accepted or refused on its own.",
+        json_schema_extra={"items": {"$ref": "#/components/schemas/JobSubmit"}},
+    )
+
+
+class BatchItem(BaseModel):
+    job_id: str | None = Field(description="The item's job_id (null when it had none)")
+    status_code: Literal[202, 409, 422] = Field(
+        description="202: accepted (committed, will run); 409: the id was used before, or "
+        "earlier in this batch; 422: the item is invalid (see detail)"
+    )
+    detail: Any | None = Field(None, description="Why it was refused (absent when accepted)")
+    status: str | None = Field(None, description="409: the status of the job holding the id")
+
+
+class BatchResult(BaseModel):
+    accepted: int = Field(description="How many items were accepted (202)")
+    results: list[BatchItem] = Field(description="One per submitted item, in order")
 
 
 def _check_tree(params: dict[str, Any]) -> None:

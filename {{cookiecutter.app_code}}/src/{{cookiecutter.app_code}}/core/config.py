@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     # Larger bodies get a 413 before they are read. Twice the 64 KiB params limit
     # (api/schemas.py), so pretty-printed JSON within that limit still gets through.
     api_max_body_bytes: int = Field(128 * 1024, ge=1024)
+    # POST /api/v1/batches: up to 1,000 jobs in one body.
+    api_max_batch_bytes: int = Field(1024 * 1024, ge=1024)
 
     # PostgreSQL: DB_PORT (set by compose) wins over the published DB_HOST_PORT.
     db_host: str = "127.0.0.1"

@@ -21,6 +21,19 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
             "RETURNING job_id, function, params, status, source, tries, enqueued_at, "
             "started_at, finished_at, result, error, worker_id, trace_id"
         ),
+        # A batch (POST /api/v1/batches) in one statement: the new rows, then those of the
+        # ids the ledger held before it (their status says why they were refused). An id a
+        # concurrent submission commits meanwhile is in neither (the caller asks again).
+        "job.insert_many": (
+            "WITH new AS (INSERT INTO job (job_id, function, params, source, trace_id, span_id) "
+            "SELECT job_id, function, params, 'api', %(trace_id)s, %(span_id)s FROM unnest("
+            "%(job_ids)s::text[], %(functions)s::text[], %(params)s::jsonb[]) "
+            "AS batch (job_id, function, params) "
+            "ON CONFLICT (job_id) DO NOTHING RETURNING job_id) "
+            "SELECT job_id, NULL::text AS status FROM new UNION ALL "
+            "SELECT job_id, status FROM job WHERE job_id = ANY(%(job_ids)s)"
+        ),
+        "job.statuses": "SELECT job_id, status FROM job WHERE job_id = ANY(%(job_ids)s)",
         "job.get": (
             "SELECT job_id, function, params, status, source, tries, enqueued_at, started_at, "
             "finished_at, result, error, worker_id, trace_id FROM job WHERE job_id = %(job_id)s"

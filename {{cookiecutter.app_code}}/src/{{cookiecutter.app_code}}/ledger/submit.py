@@ -1,16 +1,21 @@
-"""Submission: commit first, deliver after.
+"""Submission: commit first, deliver after, off the request path.
 
 The ledger row commits before anything else happens, so a `202` means the job is durable and
-will run. Handing it to Redis afterwards is only the fast path: if Redis is down, slow or
-loses it, the dispatcher (ledger/dispatch.py) delivers it from the ledger. So an answer never
-depends on Redis: `503` means PostgreSQL could not commit the row.
+will run. The answer does not wait for Redis: the API process hands accepted jobs to Redis in
+the background (`HandOver`), every job that came in meanwhile in one round trip. If Redis is
+down, slow or loses them, or the API process dies first, the dispatcher (ledger/dispatch.py)
+delivers them from the ledger. So an answer never depends on Redis: `503` means PostgreSQL
+could not commit the row.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -19,16 +24,18 @@ from psycopg.types.json import Jsonb
 from ..core.config import Settings
 from ..core.metrics import submitted
 from ..core.tracing import current_ids, current_traceparent
-from ..db import DatabaseUnavailable, execute_one, get_one
+from ..db import DatabaseUnavailable, execute_one, get_many, get_one
 from ..db.pool import Pool
-from ..queue import ArqRedis, QueueUnavailable, deliver
+from ..queue import ArqRedis, QueueUnavailable, Submission, deliver_many, traced
 from .dispatch import channel
 
 log = logging.getLogger(__name__)
 
-# After Redis failed a hand-over, submissions skip it this long (the dispatcher delivers), so
-# an outage costs one request REDIS_TIMEOUT, not every request.
+# After Redis failed a hand-over, the API skips it this long (the dispatcher delivers), so an
+# outage costs one hand-over REDIS_TIMEOUT, not every one.
 SKIP_REDIS_AFTER_FAILURE_S = 2.0
+# Jobs handed to Redis in one round trip at the most.
+HAND_OVER_MAX = 1000
 
 
 class DuplicateJob(Exception):
@@ -40,34 +47,67 @@ class DuplicateJob(Exception):
 
 
 class HandOver:
-    """The API process's fast path to Redis, with a short memory of Redis failing."""
+    """The API process's fast path to Redis: committed jobs wait here for the next round trip.
+
+    One background task delivers whatever has come in since its last round trip, so under
+    load many jobs share one round trip and at light load a job goes at once. What it cannot
+    deliver (Redis failing) it leaves to the dispatchers, which it wakes with a NOTIFY.
+    """
 
     def __init__(self, arq: ArqRedis, settings: Settings) -> None:
         self.arq = arq
         self.settings = settings
         self._skip_until = 0.0
+        self._pending: list[Submission] = []
+        self._db: Pool | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
-    async def __call__(
-        self,
-        db: Pool,
-        job_id: str,
-        function: str,
-        params: dict[str, Any],
-        traceparent: str | None = None,
-    ) -> None:
-        """Hand the committed job to Redis, or wake the dispatchers to do it."""
+    def add(self, db: Pool, jobs: Sequence[Submission]) -> None:
+        """Queue committed jobs for the next round trip (returns at once)."""
+        self._pending.extend(jobs)
+        self._db = db
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[:HAND_OVER_MAX]
+                del self._pending[:HAND_OVER_MAX]
+                try:
+                    await self._deliver(batch)
+                except Exception:  # the dispatcher delivers them; the next jobs still go
+                    log.exception("hand-over of %d jobs to Redis failed", len(batch))
+
+    async def _deliver(self, batch: list[Submission]) -> None:
+        """Hand `batch` to Redis, or wake the dispatchers to do it."""
         if time.monotonic() >= self._skip_until:
             try:
-                await deliver(
-                    self.arq, self.settings, job_id, function, params, traceparent=traceparent
-                )
-                return  # queued (or already queued by a dispatcher)
+                await deliver_many(self.arq, self.settings, batch)
+                return
             except QueueUnavailable as exc:
                 self._skip_until = time.monotonic() + SKIP_REDIS_AFTER_FAILURE_S
                 log.warning("%s; the dispatcher delivers from the ledger", exc)
-        # Without PostgreSQL either, the dispatchers' periodic sweep finds the row all the same.
-        with contextlib.suppress(DatabaseUnavailable):
-            await execute_one(db, "dispatch.wake", {"channel": channel(self.settings)})
+        # Without PostgreSQL either, the dispatchers' periodic sweep finds the rows all the same.
+        if self._db is not None:
+            with contextlib.suppress(DatabaseUnavailable):
+                await execute_one(self._db, "dispatch.wake", {"channel": channel(self.settings)})
+
+    async def aclose(self) -> None:
+        """Deliver what is pending (at shutdown), then stop the task."""
+        with contextlib.suppress(Exception):
+            while self._pending:
+                batch = self._pending[:HAND_OVER_MAX]
+                del self._pending[:HAND_OVER_MAX]
+                await self._deliver(batch)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 async def submit(
@@ -77,7 +117,7 @@ async def submit(
     function: str,
     params: dict[str, Any],
 ) -> dict[str, Any]:
-    """Record the job in the ledger (the commit is the acceptance), then deliver it.
+    """Record the job in the ledger (the commit is the acceptance), then queue its delivery.
 
     Raises DuplicateJob for an id the ledger holds (with its real status), and
     DatabaseUnavailable when the row could not be committed.
@@ -100,9 +140,54 @@ async def submit(
     except psycopg.errors.UniqueViolation:
         raise DuplicateJob(job_id, await status(db, job_id)) from None
     assert row is not None
-    await hand_over(db, job_id, function, params, current_traceparent())
+    hand_over.add(db, [(job_id, function, traced(params, current_traceparent()))])
     submitted(function)
     return row
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An id of a batch the ledger held already (status None: a concurrent submission's)."""
+
+    status: str | None
+
+
+async def submit_many(
+    db: Pool, hand_over: HandOver, jobs: Sequence[Submission]
+) -> dict[str, Refused | None]:
+    """Record many jobs in one statement; each id maps to None (accepted) or Refused.
+
+    The ids must be distinct. Accepted jobs are queued for delivery in one hand-over.
+    """
+    if not jobs:
+        return {}
+    trace = current_ids()  # one request, one trace: every job of the batch is its child
+    trace_id, span_id = trace if trace else (None, None)
+    rows = await get_many(
+        db,
+        "job.insert_many",
+        {
+            "job_ids": [job_id for job_id, _, _ in jobs],
+            "functions": [function for _, function, _ in jobs],
+            "params": [Jsonb(params) for _, _, params in jobs],
+            "trace_id": trace_id,
+            "span_id": span_id,
+        },
+    )
+    outcome: dict[str, Refused | None] = {
+        row["job_id"]: None if row["status"] is None else Refused(row["status"]) for row in rows
+    }
+    raced = [job_id for job_id, _, _ in jobs if job_id not in outcome]
+    if raced:  # committed by a concurrent submission while this statement ran
+        found = await get_many(db, "job.statuses", {"job_ids": raced})
+        statuses = {row["job_id"]: row["status"] for row in found}
+        outcome.update({job_id: Refused(statuses.get(job_id)) for job_id in raced})
+    accepted = [job for job in jobs if outcome[job[0]] is None]
+    traceparent = current_traceparent()
+    hand_over.add(db, [(i, function, traced(params, traceparent)) for i, function, params in accepted])
+    for _, function, _ in accepted:
+        submitted(function)
+    return outcome
 
 
 async def status(db: Pool, job_id: str) -> str | None:

@@ -8,7 +8,6 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -17,7 +16,8 @@ from ...jobs import CRON_PREFIX, JOBS, Status
 from ...ledger.reads import BadCursor, Cursor, list_jobs
 from ...ledger.submit import DuplicateJob, submit
 from ..deps import HandOverDep, PoolDep, require_read, require_write
-from ..schemas import JOB_ID_PATTERN, JobPage, JobRecord, JobSubmit, Problem
+from ..responses import json_response
+from ..schemas import JOB_ID_PATTERN, JobPage, JobRecord, JobSubmit, Problem, errors_at
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -53,23 +53,18 @@ NOT_COMMITTED: dict[int | str, dict[str, Any]] = {
     },
     summary="Submit a job",
 )
-async def submit_job(
-    body: JobSubmit, pool: PoolDep, hand_over: HandOverDep, response: Response
-) -> Any:
+async def submit_job(body: JobSubmit, pool: PoolDep, hand_over: HandOverDep) -> Response:
     """Queue `function(**params)` under the client's `job_id` (FIFO). The id is unique forever.
 
     `202`: the job is committed to the ledger and will run (at least once), even if Redis is
-    down now. `409`: the id was used before (the body says the job's status).
+    down now. `409`: the id was used before (the body says the job's status). Many jobs at
+    once: `POST /api/v1/batches`.
     """
     try:
         params = body.validated_params()
     except ValidationError as exc:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
-            detail=[
-                {**e, "loc": ["body", "params", *e["loc"]], "input": None, "url": None}
-                for e in exc.errors(include_url=False, include_context=False)
-            ],
+            status.HTTP_422_UNPROCESSABLE_ENTITY, detail=errors_at(exc, "body", "params")
         ) from None
     try:
         row = await submit(pool, hand_over, body.job_id, body.function, params)
@@ -83,8 +78,8 @@ async def submit_job(
                 "status": exc.status,
             },
         )
-    response.headers["Location"] = f"/api/v1/jobs/{body.job_id}"
-    return jsonable_encoder(row)
+    location = {"Location": f"/api/v1/jobs/{body.job_id}"}
+    return json_response(row, status.HTTP_202_ACCEPTED, headers=location)
 
 
 @router.get(
