@@ -184,7 +184,9 @@ async def submit_many(
         outcome.update({job_id: Refused(statuses.get(job_id)) for job_id in raced})
     accepted = [job for job in jobs if outcome[job[0]] is None]
     traceparent = current_traceparent()
-    hand_over.add(db, [(i, function, traced(params, traceparent)) for i, function, params in accepted])
+    hand_over.add(
+        db, [(i, function, traced(params, traceparent)) for i, function, params in accepted]
+    )
     for _, function, _ in accepted:
         submitted(function)
     return outcome
