@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -350,18 +350,22 @@ async def forget_result(arq: ArqRedis, job_id: str) -> None:
     await arq.delete(result_key_prefix + job_id)
 
 
+async def forget_jobs(arq: ArqRedis, job_ids: list[str], batch: int = 500) -> int:
+    """Drop what arq keeps of finished jobs (definition, result, try counter); returns how
+    many keys there were."""
+    prefixes = (job_key_prefix, result_key_prefix, retry_key_prefix)
+    keys = [prefix + job_id for job_id in job_ids for prefix in prefixes]
+    deleted = 0
+    for start in range(0, len(keys), batch):
+        deleted += await arq.delete(*keys[start : start + batch])
+    return deleted
+
+
 async def give_back_try(arq: ArqRedis, job_id: str) -> None:
     """Undo the try arq counted when this run started: the run did not get to start the job
     (the ledger was unreachable), so it must not count against WORKER_MAX_TRIES."""
     if await arq.decr(retry_key_prefix + job_id) < 0:
         await arq.delete(retry_key_prefix + job_id)
-
-
-async def service_keys(arq: ArqRedis, settings: Settings, count: int = 500) -> AsyncIterator[str]:
-    """Every Redis key of this service (arq's and ours), found with SCAN, never KEYS."""
-    for pattern in ("arq:*", f"{settings.app_code}:*"):
-        async for key in arq.scan_iter(match=pattern, count=count):
-            yield key.decode() if isinstance(key, bytes) else str(key)
 
 
 async def redis_ok(arq: ArqRedis) -> bool:

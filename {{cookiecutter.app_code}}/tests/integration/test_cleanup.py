@@ -13,7 +13,7 @@ from arq.connections import ArqRedis
 
 from {{ cookiecutter.app_code }}.core.config import Settings
 from {{ cookiecutter.app_code }}.db import Database, Role, get_one
-from {{ cookiecutter.app_code }}.jobs.cleanup import CleanupParams, run
+from {{ cookiecutter.app_code }}.jobs.cleanup import CleanupJob, CleanupParams
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -52,8 +52,8 @@ async def test_cleanup_deletes_old_cron_rows_and_keys_and_keeps_api_rows(
     await add_row(database, ids["new_cron"], "succeeded", 60, "cron")
     await add_row(database, ids["old_api"], "succeeded", ttl + 60, "api")
 
-    ctx: dict[str, Any] = {"settings": settings, "db": database[Role.DATA], "redis": arq_redis}
-    summary = await run(ctx, CleanupParams())
+    job = CleanupJob("cron:cleanup:test", database[Role.DATA], arq_redis, ttl)
+    summary = await job.execute(CleanupParams())
 
     async def row(name: str) -> dict[str, Any] | None:
         return await get_one(database[Role.ADMIN], "job.get", {"job_id": ids[name]})

@@ -23,6 +23,8 @@ from {{ cookiecutter.app_code }}.db import Database, Role, get_one
 from {{ cookiecutter.app_code }}.ledger.dispatch import Dispatcher
 from {{ cookiecutter.app_code }}.queue import serialize
 
+from .reads import hello_row
+
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 AGE_S = 10  # older than the dispatcher's MIN_AGE_S
@@ -129,7 +131,7 @@ async def test_one_sweep_makes_redis_and_the_ledger_agree(
     assert "Redis forgot" in rows["cron_lost"]["error"]
     for name in ("lost", "expired", "orphan"):  # run by the stack's worker, once
         assert rows[name]["tries"] == 1, rows[name]
-        hello = await get_one(database[Role.ADMIN], "hello.get", {"job_id": ids[name]})
+        hello = await hello_row(database[Role.ADMIN], ids[name])
         assert hello is not None, name
     running = await get_one(database[Role.ADMIN], "job.get", {"job_id": ids["running"]})
     assert running is not None and running["status"] == "in_progress"

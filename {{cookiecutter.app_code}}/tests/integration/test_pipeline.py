@@ -17,9 +17,11 @@ from arq.jobs import Job
 
 from {{ cookiecutter.app_code }}.core.config import Settings
 from {{ cookiecutter.app_code }}.core.cron import parse_cron
-from {{ cookiecutter.app_code }}.db import Database, Role, get_many, get_one
+from {{ cookiecutter.app_code }}.db import Database, Role, get_one
 from {{ cookiecutter.app_code }}.jobs.hello import HelloJob, HelloParams
-from {{ cookiecutter.app_code }}.queue import deserialize, service_keys
+from {{ cookiecutter.app_code }}.queue import deserialize
+
+from .reads import hello_row, recent_cron_hellos, service_keys
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +92,7 @@ async def test_redis_client_and_database_confirm_the_job(
     keys = {key async for key in service_keys(arq_redis, settings)}
     assert f"arq:result:{jid}" in keys
 
-    row = await get_one(database[Role.DATA], "hello.get", {"job_id": jid})
+    row = await hello_row(database[Role.DATA], jid)
     assert row is not None
     assert (row["source"], row["message"]) == ("api", "hello Grace")
 
@@ -165,7 +167,7 @@ async def test_cron_hello_runs(database: Database, settings: Settings) -> None:
 async def _wait_for_cron_row(database: Database, since: datetime, within: float) -> dict[str, Any]:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        rows = await get_many(database[Role.DATA], "hello.recent_cron", {"seconds": within + 5})
+        rows = await recent_cron_hellos(database[Role.DATA], within + 5)
         fresh = [r for r in rows if r["run_at"].replace(tzinfo=None) >= since]
         if fresh:
             return fresh[0]

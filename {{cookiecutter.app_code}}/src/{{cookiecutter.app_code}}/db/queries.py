@@ -81,7 +81,6 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         ),
         # The API wakes the dispatchers when it could not hand a job to Redis itself.
         "dispatch.wake": "SELECT pg_notify(%(channel)s, '')",
-        "job.count_by_status": "SELECT status, count(*) AS n FROM job GROUP BY status",
         # GET /metrics: the oldest queued job, from the (status, enqueued_at) index; one row
         # per priority (one, `default`, until jobs have priorities).
         "metrics.queue_oldest": (
@@ -123,11 +122,6 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         "hello.insert": (
             "INSERT INTO hello (job_id, source, message) "
             "VALUES (%(job_id)s, %(source)s, %(message)s) ON CONFLICT (job_id) DO NOTHING"
-        ),
-        "hello.get": "SELECT job_id, source, message, run_at FROM hello WHERE job_id = %(job_id)s",
-        "hello.recent_cron": (
-            "SELECT job_id, source, message, run_at FROM hello WHERE source = 'cron' "
-            "AND run_at > now() - make_interval(secs => %(seconds)s) ORDER BY run_at DESC"
         ),
     }
 )
