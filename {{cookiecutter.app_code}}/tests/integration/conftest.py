@@ -11,7 +11,7 @@ import pytest
 from arq.connections import ArqRedis
 
 from {{ cookiecutter.app_code }}.core.config import Settings
-from {{ cookiecutter.app_code }}.db import Database, DatabaseUnavailable
+from {{ cookiecutter.app_code }}.db import Database, DatabaseUnavailable, Role
 from {{ cookiecutter.app_code }}.queue import QueueUnavailable, connect
 
 
@@ -39,3 +39,11 @@ async def arq_redis(settings: Settings) -> AsyncIterator[ArqRedis]:
         yield redis
     finally:
         await redis.aclose()
+
+
+async def forget(database: Database, arq_redis: ArqRedis, job_ids: list[str]) -> None:
+    """Remove what a test made for these ids: their ledger rows and arq's keys."""
+    async with database[Role.ADMIN].connection() as conn:
+        await conn.execute("DELETE FROM job WHERE job_id = ANY(%s)", [job_ids])
+    keys = [f"arq:{kind}:{i}" for i in job_ids for kind in ("job", "result", "in-progress")]
+    await arq_redis.delete(*keys)

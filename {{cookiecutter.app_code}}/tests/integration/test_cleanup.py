@@ -15,6 +15,8 @@ from {{ cookiecutter.app_code }}.core.config import Settings
 from {{ cookiecutter.app_code }}.db import Database, Role, get_one
 from {{ cookiecutter.app_code }}.jobs.cleanup import CleanupJob, CleanupParams
 
+from .conftest import forget
+
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
@@ -26,10 +28,7 @@ async def ids(database: Database, arq_redis: ArqRedis) -> AsyncIterator[dict[str
     made["old_cron"] = f"cron:hello:{run_id}"
     made["new_cron"] = f"cron:hello:{run_id}1"
     yield made
-    async with database[Role.ADMIN].connection() as conn:
-        await conn.execute("DELETE FROM job WHERE job_id = ANY(%s)", [list(made.values())])
-    keys = [f"arq:{kind}:{i}" for i in made.values() for kind in ("job", "result", "in-progress")]
-    await arq_redis.delete(*keys)
+    await forget(database, arq_redis, list(made.values()))
 
 
 async def add_row(database: Database, job_id: str, status: str, age_s: int, source: str) -> None:

@@ -23,6 +23,7 @@ from {{ cookiecutter.app_code }}.db import Database, Role, get_one
 from {{ cookiecutter.app_code }}.ledger.dispatch import Dispatcher
 from {{ cookiecutter.app_code }}.queue import serialize
 
+from .conftest import forget
 from .reads import hello_row
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -38,10 +39,7 @@ async def ids(database: Database, arq_redis: ArqRedis) -> AsyncIterator[dict[str
     made = {name: f"test-dispatch-{run_id}-{name}" for name in CASES}
     made["cron_lost"] = f"cron:hello:{run_id}"
     yield made
-    async with database[Role.ADMIN].connection() as conn:
-        await conn.execute("DELETE FROM job WHERE job_id = ANY(%s)", [list(made.values())])
-    keys = [f"arq:{kind}:{i}" for i in made.values() for kind in ("job", "result", "in-progress")]
-    await arq_redis.delete(*keys)
+    await forget(database, arq_redis, list(made.values()))
 
 
 async def add_row(database: Database, job_id: str, status: str, source: str = "api") -> None:

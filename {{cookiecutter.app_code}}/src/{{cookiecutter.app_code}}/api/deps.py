@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -20,6 +20,7 @@ from ..db import Role
 from ..db.pool import Pool
 from ..ledger.submit import HandOver
 from ..queue import ArqRedis
+from .schemas import Problem
 
 
 async def get_settings(request: Request) -> Settings:
@@ -137,3 +138,23 @@ async def get_page_pool(request: Request) -> Pool:
 
 
 PagePoolDep = Annotated[Pool, Depends(get_page_pool)]
+
+
+def read_route(
+    model: Any, summary: str, answers: dict[int | str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """What a read route of the JSON API declares: its model, the read token, that token's
+    refusal, PostgreSQL away, and the route's own `answers` (by status code)."""
+    return {
+        "response_model": model,
+        "dependencies": [Depends(require_read)],
+        "summary": summary,
+        "responses": {
+            401: {
+                "model": Problem,
+                "description": "No token, or a wrong one: send API_READ_TOKEN or API_TOKEN",
+            },
+            503: {"model": Problem, "description": "PostgreSQL is unavailable; retry later"},
+            **(answers or {}),
+        },
+    }

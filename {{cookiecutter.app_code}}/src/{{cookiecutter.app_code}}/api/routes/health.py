@@ -7,14 +7,14 @@ driver messages) are for a caller with API_READ_TOKEN or API_TOKEN. `/api/v1/inf
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Response, status
 
 from ... import __version__
 from ...core.heartbeat import live_workers
 from ...db import DatabaseUnavailable, get_one
 from ...queue import redis_ok
-from ..deps import ArqDep, OptionalAccessDep, PoolDep, SettingsDep, require_read
-from ..schemas import Health, Info, Problem, Readiness
+from ..deps import ArqDep, OptionalAccessDep, PoolDep, SettingsDep, read_route
+from ..schemas import Health, Info, Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -26,14 +26,7 @@ async def health() -> Health:
 
 
 @router.get(
-    "/api/v1/info",
-    response_model=Info,
-    dependencies=[Depends(require_read)],
-    responses={
-        401: {"model": Problem, "description": "No token, or a wrong one: send API_READ_TOKEN"},
-        503: {"model": Problem, "description": "PostgreSQL is unavailable"},
-    },
-    summary="What runs here, and whether it reaches its database",
+    "/api/v1/info", **read_route(Info, "What runs here, and whether it reaches its database")
 )
 async def info(settings: SettingsDep, pool: PoolDep) -> Info:
     await get_one(pool, "health.ping")

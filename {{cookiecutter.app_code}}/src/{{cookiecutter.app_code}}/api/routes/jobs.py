@@ -15,21 +15,12 @@ from ...db import get_one
 from ...jobs import CRON_PREFIX, JOBS, Status
 from ...ledger.reads import BadCursor, Cursor, list_jobs
 from ...ledger.submit import DuplicateJob, submit
-from ..deps import HandOverDep, PoolDep, require_read, require_write
+from ..deps import HandOverDep, PoolDep, read_route, require_write
 from ..responses import json_response
 from ..schemas import JOB_ID_PATTERN, JobPage, JobRecord, JobSubmit, Problem, errors_at
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
-UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {"model": Problem, "description": "PostgreSQL is unavailable; retry later"}
-}
-READ_REFUSED: dict[int | str, dict[str, Any]] = {
-    401: {
-        "model": Problem,
-        "description": "No token, or a wrong one: send API_READ_TOKEN or API_TOKEN",
-    }
-}
 NOT_COMMITTED: dict[int | str, dict[str, Any]] = {
     503: {
         "model": Problem,
@@ -84,14 +75,9 @@ async def submit_job(body: JobSubmit, pool: PoolDep, hand_over: HandOverDep) -> 
 
 @router.get(
     "",
-    response_model=JobPage,
-    dependencies=[Depends(require_read)],
-    responses={
-        400: {"model": Problem, "description": "Bad cursor"},
-        **READ_REFUSED,
-        **UNAVAILABLE,
-    },
-    summary="List jobs, newest first",
+    **read_route(
+        JobPage, "List jobs, newest first", {400: {"model": Problem, "description": "Bad cursor"}}
+    ),
 )
 async def list_(
     pool: PoolDep,
@@ -119,14 +105,11 @@ async def list_(
 
 @router.get(
     "/{job_id}",
-    response_model=JobRecord,
-    dependencies=[Depends(require_read)],
-    responses={
-        404: {"model": Problem, "description": "No job with this id"},
-        **READ_REFUSED,
-        **UNAVAILABLE,
-    },
-    summary="One job's record",
+    **read_route(
+        JobRecord,
+        "One job's record",
+        {404: {"model": Problem, "description": "No job with this id"}},
+    ),
 )
 async def get_job(pool: PoolDep, job_id: str) -> Any:
     row = None
