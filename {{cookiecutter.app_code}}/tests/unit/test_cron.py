@@ -52,7 +52,7 @@ MONTHS = [
     ("quarterly", "*/3", {1, 4, 7, 10}),
 ]
 
-WEEKDAYS = "0-7 (0 and 7 are Sunday) or sun-sat"
+DOW = "0-7 (0 and 7 are Sunday) or sun-sat"  # the weekday values, as messages word them
 NOT_UNDERSTOOD = (
     "is not understood; use *, N, A-B, */N, A-B/N, A/N or a comma list, with values 0-59"
 )
@@ -65,10 +65,10 @@ BAD_FIELDS = [
     ("hour-25", "* * 25 * * *", "hour", "value 25 is out of range 0-23"),
     ("day-0", "* * * 0 * *", "day", "value 0 is out of range 1-31"),
     ("month-13", "* * * * 13 *", "month", "value 13 is out of range 1-12 or jan-dec"),
-    ("weekday-8", "* * * * * 8", "weekday", f"value 8 is out of range {WEEKDAYS}"),
+    ("weekday-8", "* * * * * 8", "weekday", f"value 8 is out of range {DOW}"),
     ("backwards-range", "* * 17-9 * * *", "hour", "range 17-9 goes backwards; write 9-17"),
     ("unknown-name", "* * * * foo *", "month", "'foo' is not a valid value; use 1-12 or jan-dec"),
-    ("month-as-weekday", "* * * * * jan", "weekday", f"'jan' is not a valid value; use {WEEKDAYS}"),
+    ("month-as-weekday", "* * * * * jan", "weekday", f"'jan' is not a valid value; use {DOW}"),
     ("name-in-minute", "* mon * * * *", "minute", "'mon' is not a valid value; use 0-59"),
     ("non-ascii-digit", "٣ * * * * *", "second", f"'٣' {NOT_UNDERSTOOD}"),
     ("double-range", "1-2-3 * * * * *", "second", f"'1-2-3' {NOT_UNDERSTOOD}"),
