@@ -183,6 +183,8 @@ def test_compose_hands_every_setting_to_the_api_and_worker(cookies) -> None:
     for key, value in example.items():
         if key.startswith("FLYWAY_") or key in NOT_FOR_CONTAINERS or is_secret(key):
             continue  # secrets: test_compose_gives_each_service_only_its_own_secrets
+        if key in IMAGE_VARIABLES:
+            continue  # compose's own: test_every_image_comes_from_a_variable_with_the_example_...
         assert key in app_env, f"{key} in .env never reaches the containers (compose.yml)"
         passed = str(app_env[key])
         if passed.startswith("${") and ":-" in passed:  # ${KEY:-default}
@@ -241,6 +243,44 @@ def test_compose_gives_each_service_only_its_own_secrets(cookies) -> None:
             if is_secret(key)
         }
         assert given == COMPOSE_SECRETS[name], f"{name} gets {sorted(given)}"
+
+
+IMAGE_VARIABLES = ("PYTHON_IMAGE", "UV_IMAGE", "POSTGRES_IMAGE", "REDIS_IMAGE", "FLYWAY_IMAGE")
+
+
+@pytest.mark.parametrize("python", ["3.12", "3.13"])
+def test_every_image_comes_from_a_variable_with_the_example_default(cookies, python) -> None:
+    """compose.yml's images and build args and the Dockerfiles' FROMs name no image but through
+    PYTHON_IMAGE, UV_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE or FLYWAY_IMAGE, each defaulting to
+    .env.example's value (a private registry or mirror needs only .env)."""
+    project = bake(cookies, {"python_version": python})
+    example = dict(
+        line.split("=", 1)
+        for line in (project / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert example["PYTHON_IMAGE"] == f"python:{python}-slim"
+    defaults = {key: f"${{{key}:-{example[key]}}}" for key in IMAGE_VARIABLES}
+    compose = yaml.safe_load((project / "compose.yml").read_text())
+    used = set()
+    for name, service in compose["services"].items():
+        if "build" in service:
+            args = service["build"]["args"]
+            assert args == {k: defaults[k] for k in ("PYTHON_IMAGE", "UV_IMAGE")}, name
+            assert service["image"] == f"{name}:local", name  # the image it builds
+            used |= set(args)
+        else:
+            key = next(k for k, v in defaults.items() if v == service["image"])
+            used.add(key)
+    assert used == set(IMAGE_VARIABLES)
+    for dockerfile in ("deploy/api/Dockerfile", "deploy/worker/Dockerfile"):
+        text = (project / dockerfile).read_text()
+        for key in ("PYTHON_IMAGE", "UV_IMAGE"):
+            assert f"ARG {key}={example[key]}\n" in text, (dockerfile, key)
+        froms = re.findall(r"^FROM (\S+)", text, re.M)
+        assert froms == ["${UV_IMAGE}", "${PYTHON_IMAGE}", "${PYTHON_IMAGE}"], froms
+        copies = re.findall(r"^COPY --from=(\S+)", text, re.M)
+        assert set(copies) <= {"uv", "build"}, copies  # stages, never an image by name
 
 
 @pytest.mark.parametrize("service", ["api", "worker"])

@@ -5,7 +5,8 @@ commit of the template, a local change, then `cruft update` to this template, so
 also prove that an updated project works.
 
 Each bake starts a project-local PostgreSQL and Redis plus the worker and the API as local
-processes under supervisord (this machine has no Docker engine), checks that a killed worker is
+processes under supervisord (`make up STACK=local`, whether a Docker engine runs or not; the
+compose stack is test_compose.py's), checks that a killed worker is
 restarted by supervisord, runs `make test` against them (and, for the
 defaults, `make test-reliability`: faults, bad input, security), and checks that `make down`
 leaves nothing running.
@@ -38,10 +39,15 @@ from options import STACK_OPTION_SETS
 
 
 def make(
-    project: Path, python: str, *args: str, timeout: float = 600, path: Path | None = None
+    project: Path,
+    python: str,
+    *args: str,
+    timeout: float = 600,
+    path: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`make ARGS`; `path`: a folder put first on PATH (a fake docker)."""
-    env = clean_env()
+    """`make ARGS`; `path`: a folder put first on PATH (a fake docker); `extra_env`: more."""
+    env = clean_env(**(extra_env or {}))
     if path is not None:
         env["PATH"] = f"{path}{os.pathsep}{env.get('PATH', '')}"
     done = subprocess.run(
@@ -150,7 +156,9 @@ def ports_of(context: dict[str, str]) -> list[int]:
 
 def start(project: Path, python: str) -> Path:
     """`make up`, its records, and supervisord restarting a killed worker; PostgreSQL's home."""
-    up = make(project, python, "up", timeout=300)
+    # STACK=local: a Docker engine may be running (test_compose.py starts one), and then
+    # `make up` alone would choose compose.
+    up = make(project, python, "up", "STACK=local", timeout=300)
     assert up.returncode == 0, logs(project)
     assert "stack is up" in up.stdout
     pg_home = Path((project / ".local/run/postgres.home").read_text())
@@ -163,7 +171,7 @@ def start(project: Path, python: str) -> Path:
     # A worker that dies is started again by supervisord, by itself and with a new pid, and
     # `make status` counts the restart; `make up` then finds everything running.
     assert_supervisord_restarts_the_worker(project, python)
-    again = make(project, python, "up", timeout=300)
+    again = make(project, python, "up", "STACK=local", timeout=300)
     assert again.returncode == 0, logs(project)
     assert "worker: running" in again.stdout and "worker: starting" not in again.stdout
     assert "api: running" in again.stdout and "postgres: running" in again.stdout
