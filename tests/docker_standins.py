@@ -17,7 +17,7 @@ so a Docker data root that persists between runs keeps them, and a changed recip
   a UTF8 cluster).
 - redis: Debian's Redis 7.0 (`sh`, `redis-server`, `redis-cli`, /data).
 - flyway: NOT Flyway (Java, in neither Debian nor PyPI): the project's own native applier
-  (`<app>/db/migrate.py`, which reads the same FLYWAY_* variables) answering `migrate`.
+  (the package `<app>/db/migrate/`, which reads the same FLYWAY_* variables) answering `migrate`.
 """
 
 from __future__ import annotations
@@ -196,6 +196,7 @@ def build(name: str, dockerfile: str, files: dict[str, bytes]) -> str:
     with tempfile.TemporaryDirectory() as context:
         (Path(context) / "Dockerfile").write_text(dockerfile)
         for file_name, content in files.items():
+            (Path(context) / file_name).parent.mkdir(parents=True, exist_ok=True)
             (Path(context) / file_name).write_bytes(content)
             (Path(context) / file_name).chmod(0o755)  # /uv must run
         started = time.monotonic()
@@ -260,9 +261,12 @@ def standin_images(project: Path, app: str, workdir: Path) -> dict[str, str]:
         f"FROM {python}\nCOPY --from={uv} /uv /usr/local/bin/uv\n"
         "RUN uv pip install --system --break-system-packages --no-cache "
         f'"psycopg[binary]=={psycopg}"\n'
-        "COPY migrate.py /flyway/migrate.py\nWORKDIR /flyway\n"
-        'ENTRYPOINT ["python", "migrate.py"]\n',
-        {"migrate.py": (project / "src" / app / "db" / "migrate.py").read_bytes()},
+        "COPY native_migrate /flyway/native_migrate\nWORKDIR /flyway\n"
+        'ENTRYPOINT ["python", "-m", "native_migrate"]\n',
+        {
+            f"native_migrate/{module.name}": module.read_bytes()
+            for module in sorted((project / "src" / app / "db" / "migrate").glob("*.py"))
+        },
     )
     return {
         "PYTHON_IMAGE": python,
