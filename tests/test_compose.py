@@ -4,7 +4,9 @@ The test starts a Docker engine when none answers (and stops it after), builds T
 for the images no registry here can give (docker_standins.py: Debian's Python 3.11, PostgreSQL
 15 and Redis 7.0, the host's uv, and the project's native migration applier in place of Flyway)
 and hands them to compose through the project's image variables. It then runs, in a project
-rendered on ports 9150-9152 (never the other template tests' defaults) for Python 3.11:
+rendered on ports 9150-9153 (never the other template tests' defaults) for Python 3.11, with
+the one worker's metrics port published to the host by a test-only compose file (compose.yml
+keeps it on the compose network, so that `--scale` works):
 
 - `make up` (compose mode, chosen by detection: no STACK) until every service is healthy and the
   migrations exited 0; Redis runs as PID 1 (no shell in between);
@@ -28,6 +30,7 @@ image's Python version.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -44,6 +47,7 @@ CONTEXT = {
     "redis_host_port": "9152",
     "python_version": "3.11",  # the Python of the stand-in (Debian bookworm's)
 }
+WORKER_METRICS = 9153  # the API's port + 3, the project's default
 SUITES = "PYTEST_ARGS=-q -p no:cacheprovider tests/integration tests/browser"
 
 
@@ -123,14 +127,27 @@ def assert_every_service_stops_on_its_signal(project: Path) -> None:
         assert row["ExitCode"] != 137, f"{name} ignored SIGTERM and was killed after 10 s"
 
 
+def publish_the_worker_metrics(project: Path, tmp_path: Path, monkeypatch) -> None:
+    """The worker's metrics on the host, for the project's observability tests: compose.yml
+    keeps them on the compose network (so `--scale` works); a test-only file adds the port of
+    the one worker here, and COMPOSE_FILE hands it to every compose command, make's included."""
+    extra = tmp_path / "compose.test-worker-metrics.yml"
+    extra.write_text(
+        f"services:\n  {APP}-worker:\n    ports: ['127.0.0.1:{WORKER_METRICS}:{WORKER_METRICS}']\n"
+    )
+    files = [project / "compose.yml", project / "compose.override.yml", extra]
+    monkeypatch.setenv("COMPOSE_FILE", os.pathsep.join(str(f) for f in files))
+
+
 def test_make_up_test_down_with_compose(
-    cookies, project_python: str, tmp_path: Path, capsys
+    cookies, project_python: str, tmp_path: Path, capsys, monkeypatch
 ) -> None:
     started = time.monotonic()
     result = cookies.bake(extra_context=CONTEXT)
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
-    busy = [p for p in (9150, 9151, 9152) if listening(p)]
+    publish_the_worker_metrics(project, tmp_path, monkeypatch)
+    busy = [p for p in (9150, 9151, 9152, WORKER_METRICS) if listening(p)]
     assert not busy, f"ports {busy} are already taken on this machine: free them and rerun"
 
     with docker_engine(tmp_path):
