@@ -158,6 +158,7 @@ NOT_FOR_CONTAINERS = {
     "API_HOST_PORT": "published port, used by compose itself",
     "DB_HOST_PORT": "published port, used by compose itself",
     "REDIS_HOST_PORT": "published port, used by compose itself",
+    "WORKER_METRICS_PORT": "the worker service's alone (its environment and expose)",
     "DB_SCHEMA": "derived from APP_CODE, as in .env",
     "DB_ADMIN_USER": "derived from APP_CODE, as in .env",
     "DB_DATA_USER": "derived from APP_CODE, as in .env",
