@@ -9,13 +9,14 @@ the ledger (the `ledger` package) does, and uses these verbs.
 from __future__ import annotations
 
 import enum
+import errno
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.exceptions
 from arq import Retry as RunAgain
@@ -41,6 +42,8 @@ from .core.config import Settings
 # The job's trace context (a W3C traceparent) rides beside its params under this key, which no
 # params model can declare (a leading underscore); the worker takes it out before the params.
 TRACE_KWARG = "_traceparent"
+
+T = TypeVar("T")
 
 # Re-exported for the packages that reach arq only through this module: the Redis client's
 # type, a job coroutine's type, arq's Retry (run the job again), and the worker settings' types.
@@ -75,6 +78,32 @@ def deserialize(data: bytes) -> Any:
 # mid-way, instead of arq's main loop dying on the first ConnectionError. Meanwhile its jobs
 # wait, and submissions wait in the ledger. A wrong password at start is not retried.
 WORKER_REDIS_RETRIES = -1
+# A connect to a host cut off the network fails with one of these (no exception type names
+# them), after the ARP or route lookup gives up; they are retried like a refused connect.
+UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN})
+
+
+class RideOut(Retry):
+    """redis-py's Retry, which also retries a connect that found no route to Redis' host.
+
+    redis-py retries only the exception types it is given, and "no route to host" is a bare
+    OSError (a TLS error is one too, and must not be retried): here it becomes the
+    ConnectionError it means, by its errno. Measured in the template's multi-host test: without
+    it, a worker whose host lost its link died at its first command to Redis.
+    """
+
+    async def call_with_retry(
+        self, do: Callable[[], Awaitable[T]], fail: Callable[[Any], Any]
+    ) -> T:
+        async def attempt() -> T:
+            try:
+                return await do()
+            except OSError as exc:
+                if exc.errno in UNREACHABLE:
+                    raise redis.exceptions.ConnectionError(str(exc)) from exc
+                raise
+
+        return await super().call_with_retry(attempt, fail)
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -105,12 +134,16 @@ def redis_settings(settings: Settings) -> RedisSettings:
         conn_timeout=max(1, round(settings.redis_timeout)),
         conn_retries=1,
         conn_retry_delay=0,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), WORKER_REDIS_RETRIES),
+        retry=RideOut(ExponentialBackoff(cap=1.0, base=0.1), WORKER_REDIS_RETRIES),
         retry_on_error=[
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
             ConnectionRefusedError,
             ConnectionResetError,
+            # A connect that times out (Redis' host cut off the network: no refusal, no answer)
+            # raises the built-in TimeoutError inside redis-py's retry: without it here, the
+            # worker died at its first command once Redis had been unreachable for conn_timeout.
+            TimeoutError,
         ],
     )
 
