@@ -94,8 +94,28 @@ class Network:
         for host in self.hosts:
             ip("netns", "add", host.namespace)
             ip("-n", host.namespace, "link", "set", "lo", "up")
+            if len(host.addresses) > 1:
+                self._multihomed(host)
             for index, address in enumerate(host.addresses):
-                self._link(f"{PREFIX}{host.name}{index}"[:15], host.port(index), host, address)
+                end = f"{PREFIX}{host.name}{index}"[:15]
+                self._link(end, host.port(index), host, address)
+                if len(host.addresses) > 1:  # replies from an address leave by its own link
+                    table = str(100 + index)
+                    ip("-n", host.namespace, "rule", "add", "from", address, "table", table)
+                    ip("-n", host.namespace, "route", "add", f"{SUBNET}.0/24", "dev", end,
+                       "src", address, "table", table)  # fmt: skip
+
+    def _multihomed(self, host: Host) -> None:
+        """Several links on one subnet: each answers ARP for its own address only, and no
+        reverse-path check drops what arrives on the other one."""
+        settings = ("arp_ignore=1", "arp_announce=2", "rp_filter=0")
+        for scope in ("all", "default"):
+            for setting in settings:
+                subprocess.run(
+                    [*self.exec(host), "sysctl", "-qw", f"net.ipv4.conf.{scope}.{setting}"],
+                    check=True,
+                    capture_output=True,
+                )
 
     def _link(self, end: str, port: str, host: Host | None, address: str) -> None:
         """A veth pair: `end` with `address` (in `host`, or here), `port` on the switch."""

@@ -160,15 +160,20 @@ def cron_job(
     *,
     at_startup: bool,
     timeout_s: float,
+    keep_result_s: float,
 ) -> CronJob:
     """A job the worker runs on the schedule `when` (core.cron.parse_cron's fields); its runs
-    get the ids `<name>:<run ms>`. Several workers run each tick once (`unique`)."""
+    get the ids `<name>:<run ms>`. Several workers run each tick once (`unique`), and a worker
+    that was cut off from Redis through several ticks enqueues each of them when it is back
+    (arq 0.28): the result kept `keep_result_s` refuses the ones another worker ran meanwhile,
+    which with arq's default (no result kept) ran again (the template's tests/test_hosts.py)."""
     return cron(
         run,
         name=name,
         run_at_startup=at_startup,
         unique=True,
         timeout=timeout_s,
+        keep_result=keep_result_s,
         **when,  # type: ignore[arg-type]
     )
 

@@ -59,6 +59,9 @@ def test_defaults_keep_plain_connections() -> None:
     s = settings(db_sslrootcert="", redis_ssl_ca_certs="", redis_sentinels="")  # as .env has them
     params = conninfo_to_dict(conninfo(s, Role.APP))
     assert params["sslmode"] == "prefer" and "sslrootcert" not in params
+    # A server that stops answering (its host cut off) breaks the connection within 2 x
+    # DB_CONNECT_TIMEOUT instead of TCP's 15 minutes of retransmissions.
+    assert params["tcp_user_timeout"] == str(round(2 * s.db_connect_timeout * 1000))
     rs = redis_settings(s)
     assert (rs.host, rs.port, rs.ssl, rs.sentinel) == (s.redis_host, s.redis_port, False, False)
     pool = client(s).connection_pool

@@ -55,6 +55,19 @@ async def _returned(conn: Connection) -> None:
     conn.returned_at = monotonic()
 
 
+def dead_link_timeout(settings: Settings) -> float:
+    """Seconds a connection waits for PostgreSQL to acknowledge what it sent before it counts
+    as broken: twice DB_CONNECT_TIMEOUT (libpq's tcp_user_timeout; Linux).
+
+    A slow query is not cut (the server acknowledges it at once, however long it runs): only
+    a server that does not answer at all, as when its host is cut off the network. Without it
+    a query sent then waited for TCP's retransmissions (15 minutes), and a job that was
+    writing to the ledger outlived arq's timeout and ended `failed` (the template's
+    tests/test_hosts.py).
+    """
+    return 2 * settings.db_connect_timeout
+
+
 def conninfo(settings: Settings, role: Role) -> str:
     """Connection string built by libpq's own rules, so any password character is safe."""
     user = {
@@ -69,6 +82,7 @@ def conninfo(settings: Settings, role: Role) -> str:
         user=user,
         password=settings.db_password(user).get_secret_value(),
         connect_timeout=max(1, round(settings.db_connect_timeout)),
+        tcp_user_timeout=round(dead_link_timeout(settings) * 1000),
         application_name=f"{settings.app_code}-{role}",
         # Queries name tables without a schema; the pool pins the search path.
         options=f"-c search_path={settings.db_schema}",

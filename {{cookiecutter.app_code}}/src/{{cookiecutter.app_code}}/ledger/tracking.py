@@ -11,6 +11,7 @@ PostgreSQL away is not the job's fault, so it never costs the job a try:
 - the job's own queries fail while the ledger is away: the same;
 - the end cannot be recorded: the job waits (END_PATIENCE_S), then hands its outcome to arq,
   whose result the dispatcher (ledger/dispatch.py) records once PostgreSQL is back.
+Each wait ends before arq's timeout for the run would cancel it (ARQ_TIMEOUT_MARGIN_S).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import contextlib
 import logging
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -28,8 +29,10 @@ from opentelemetry.trace import SpanKind
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
+from ..core.config import Settings
 from ..core.logging import job_scope
 from ..core.tracing import context_of, current_ids, tracer
+from ..db.pool import dead_link_timeout
 from ..jobs import JobSpec, job_source
 from ..jobs.base import Ctx
 from ..queue import TRACE_KWARG, JobCoroutine, RunAgain, give_back_try
@@ -45,6 +48,17 @@ START_PATIENCE_S = 10.0
 END_PATIENCE_S = 30.0
 # A job whose own queries fail while the ledger is reachable retries with this backoff.
 BACKOFF_CAP_S = 30
+# arq's timeout for a run is WORKER_JOB_TIMEOUT + this (worker/settings.py); a run it cancels
+# ends failed, without a retry. So every wait for the ledger ends before it, by at least one
+# attempt to write (db.pool.dead_link_timeout) and a second to put the job back: a longer
+# outage puts the job back, or leaves its end to the dispatcher, as above. Found across hosts
+# (the template's tests/test_hosts.py): jobs mid-run when PostgreSQL's link went ended `failed`.
+ARQ_TIMEOUT_MARGIN_S = 5
+
+
+def arq_timeout(settings: Settings) -> int:
+    """The timeout arq gives each run of a job (and the worker's in-progress key: + 10 s)."""
+    return settings.worker_job_timeout + ARQ_TIMEOUT_MARGIN_S
 
 
 def backoff(job_try: int) -> float:
@@ -121,6 +135,7 @@ async def _tracked(ctx: Ctx, spec: JobSpec, raw: dict[str, Any]) -> Any:
     """Records the start, runs the job, records the end."""
     job_id: str = ctx["job_id"]
     ledger = ledger_writer(ctx)
+    left = _time_left(ctx["settings"])
     trace = current_ids()
     started = await ledger.write_patiently(
         "job.start",
@@ -134,13 +149,13 @@ async def _tracked(ctx: Ctx, spec: JobSpec, raw: dict[str, Any]) -> Any:
             "worker_id": ctx["worker_id"],
             "trace_id": trace[0] if trace else None,
         },
-        within=START_PATIENCE_S,
+        within=left(START_PATIENCE_S),
     )
     if not started:
         raise await _put_back(ctx, "PostgreSQL unavailable, the start was not recorded")
-    result = await _run(ctx, spec, ledger, raw)
+    result = await _run(ctx, spec, ledger, raw, left)
     recorded = await ledger.write_patiently(
-        "job.succeed", {"job_id": job_id, "result": Jsonb(result)}, within=END_PATIENCE_S
+        "job.succeed", {"job_id": job_id, "result": Jsonb(result)}, within=left(END_PATIENCE_S)
     )
     if not recorded:
         log.warning("job %s: succeeded; PostgreSQL away, the dispatcher records it", job_id)
@@ -148,7 +163,25 @@ async def _tracked(ctx: Ctx, spec: JobSpec, raw: dict[str, Any]) -> Any:
     return result
 
 
-async def _run(ctx: Ctx, spec: JobSpec, ledger: LedgerWriter, raw: dict[str, Any]) -> Any:
+def _time_left(settings: Settings) -> Callable[[float], float]:
+    """`patience`, cut to what is left before arq would cancel this run (see
+    ARQ_TIMEOUT_MARGIN_S); 0 when nothing is."""
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + arq_timeout(settings) - dead_link_timeout(settings) - 1.0
+
+    def left(patience: float) -> float:
+        return max(0.0, min(patience, ends - loop.time()))
+
+    return left
+
+
+async def _run(
+    ctx: Ctx,
+    spec: JobSpec,
+    ledger: LedgerWriter,
+    raw: dict[str, Any],
+    left: Callable[[float], float],
+) -> Any:
     """The job itself; a failure is recorded (or left to the dispatcher) and re-raised."""
     job_id: str = ctx["job_id"]
     try:
@@ -161,7 +194,7 @@ async def _run(ctx: Ctx, spec: JobSpec, ledger: LedgerWriter, raw: dict[str, Any
         raise
     except DB_ERRORS as exc:
         ledger.lost(exc)
-        if not await ledger.wait_available(START_PATIENCE_S):
+        if not await ledger.wait_available(left(START_PATIENCE_S)):
             raise await _put_back(ctx, f"PostgreSQL unavailable ({exc})") from exc
         # The ledger answers: the job's own database work failed. A try, with backoff.
         log.warning("job %s: database error (%s); retrying", job_id, exc)
@@ -173,7 +206,7 @@ async def _run(ctx: Ctx, spec: JobSpec, ledger: LedgerWriter, raw: dict[str, Any
     except Exception as exc:
         ctx["stats"]["failed"] += 1
         if not await ledger.write_patiently(
-            "job.fail", {"job_id": job_id, "error": _describe(exc)}, within=END_PATIENCE_S
+            "job.fail", {"job_id": job_id, "error": _describe(exc)}, within=left(END_PATIENCE_S)
         ):
             log.warning("job %s: failed; PostgreSQL unavailable, the dispatcher records it", job_id)
         raise

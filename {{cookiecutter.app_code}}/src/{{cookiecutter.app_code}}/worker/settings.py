@@ -26,7 +26,7 @@ from ..db import Database, Role
 from ..jobs import CRONS, JOBS, submittable
 from ..ledger.dispatch import Dispatcher
 from ..ledger.dispatch import stop as stop_dispatcher
-from ..ledger.tracking import tracked
+from ..ledger.tracking import arq_timeout, tracked
 from ..ledger.writer import LedgerWriter
 from ..queue import (
     CronJob,
@@ -88,7 +88,14 @@ def _cron_jobs(settings: Settings, timeout_s: float) -> list[CronJob]:
         # `cron:<job>:<ms>` (jobs/base.py).
         run = tracked(JOBS[entry.job])
         jobs.append(
-            cron_job(run, entry.arq_name, when, at_startup=entry.at_startup, timeout_s=timeout_s)
+            cron_job(
+                run,
+                entry.arq_name,
+                when,
+                at_startup=entry.at_startup,
+                timeout_s=timeout_s,
+                keep_result_s=settings.key_ttl_seconds,
+            )
         )
     return jobs
 
@@ -138,7 +145,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 def worker_settings(settings: Settings) -> type:
     """The class arq's CLI reads (and `arq.worker.create_worker` in tests and benchmarks)."""
-    timeout_s = settings.worker_job_timeout + 5  # the job's own limit fires first
+    timeout_s = arq_timeout(settings)  # the job's own limit fires first
 
     class WorkerSettings:
         functions: ClassVar[list[Function]] = [
