@@ -62,6 +62,9 @@ def test_defaults_keep_plain_connections() -> None:
     # A server that stops answering (its host cut off) breaks the connection within 2 x
     # DB_CONNECT_TIMEOUT instead of TCP's 15 minutes of retransmissions.
     assert params["tcp_user_timeout"] == str(round(2 * s.db_connect_timeout * 1000))
+    # Idle connections too, on both sides (a dead client's session and its locks end).
+    assert (params["keepalives"], params["keepalives_count"]) == ("1", "2")
+    assert "-c tcp_keepalives_idle=" in params["options"]
     rs = redis_settings(s)
     assert (rs.host, rs.port, rs.ssl, rs.sentinel) == (s.redis_host, s.redis_port, False, False)
     pool = client(s).connection_pool

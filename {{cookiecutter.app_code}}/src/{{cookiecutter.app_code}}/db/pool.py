@@ -68,6 +68,11 @@ def dead_link_timeout(settings: Settings) -> float:
     return 2 * settings.db_connect_timeout
 
 
+def keepalive_idle(settings: Settings) -> int:
+    """Seconds an idle connection waits before its first keepalive probe."""
+    return max(1, round(dead_link_timeout(settings)))
+
+
 def conninfo(settings: Settings, role: Role) -> str:
     """Connection string built by libpq's own rules, so any password character is safe."""
     user = {
@@ -83,9 +88,20 @@ def conninfo(settings: Settings, role: Role) -> str:
         password=settings.db_password(user).get_secret_value(),
         connect_timeout=max(1, round(settings.db_connect_timeout)),
         tcp_user_timeout=round(dead_link_timeout(settings) * 1000),
+        # An idle connection finds out too, and so does the server about a client that went
+        # away (its session, and an advisory lock it held, would otherwise last the server's
+        # 2 h keepalive: the dispatcher's leader lock did, across hosts): probes after
+        # dead_link_timeout idle, two of them 1 s apart.
+        keepalives=1,
+        keepalives_idle=keepalive_idle(settings),
+        keepalives_interval=1,
+        keepalives_count=2,
         application_name=f"{settings.app_code}-{role}",
-        # Queries name tables without a schema; the pool pins the search path.
-        options=f"-c search_path={settings.db_schema}",
+        # Queries name tables without a schema; the pool pins the search path. The server's
+        # side of the keepalives above.
+        options=f"-c search_path={settings.db_schema} "
+        f"-c tcp_keepalives_idle={keepalive_idle(settings)} -c tcp_keepalives_interval=1 "
+        "-c tcp_keepalives_count=2",
         # TLS (DB_SSLMODE, DB_SSLROOTCERT); make_conninfo leaves out a None.
         sslmode=settings.db_sslmode,
         sslrootcert=settings.db_sslrootcert,
