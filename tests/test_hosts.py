@@ -16,14 +16,21 @@ The scenario, with `hello` jobs that sleep so that some are mid-run when a link 
 3. cut Redis' link for 30 s, then PostgreSQL's for 30 s, submitting all along (a submission
    without an answer is retried under its id until it gets 202 or 409, as the README says).
 
-What is counted, for every accepted job and every cron tick, from the ledger, an audit trigger
-the test adds to the ledger table (every status change, as the superuser), the `hello` table and
-the workers' logs (each run of `hello` logs "started" once, on its own host's disk):
-- it ends `succeeded`, entering that status exactly once and never leaving it;
-- runs == the ledger's `tries` + the runs the worker gave back without using a try (logged
-  "back to the queue (no try used)" after the start): nothing ran that the ledger does not count;
-- the jobs cut on the worker ran exactly twice (tries 2), the others of that phase once;
+What is counted, for every accepted job and every cron run, from the ledger, an audit trigger
+the test adds to the ledger table (every insert and status change, as the superuser), the
+`hello` table and the workers' logs (each run of `hello` logs "started" once, on its own host's
+disk):
+- it ends `succeeded`; the jobs of the worker-cut phase entered that status exactly once and
+  never left it; any other job left it only to run again as a re-try the ledger records (a
+  higher `tries`: a 30 s Redis cut outlasts the 25 s in-progress key of a job mid-run);
+- runs <= the ledger's `tries` + the runs a worker gave back without using a try (logged
+  "back to the queue (no try used)" after the start): nothing ran that the ledger does not
+  count (a try is numbered when arq claims the job, a given-back number is used again);
+- the jobs cut on the worker ran again exactly once (tries 2), the others of that phase once;
+- every cron tick due while the worker was cut ran;
 - its side effect, the `hello` row, exists once.
+
+The test prints its timings and counts as JSON (shown with `-s`, and on a failure).
 """
 
 from __future__ import annotations
