@@ -451,6 +451,9 @@ def test_five_hosts_links_cut_nothing_accepted_is_lost(
                 env=base_env(project),
             )
         Ledger(env).add_audit()
+        # The native stack's runtime folder, as `make up` makes it (launch.py keeps files there).
+        for folder in (project / ".local", project / ".local" / "run"):
+            folder.mkdir(mode=0o700, exist_ok=True)
         services = [
             Service(network, h, project, project_python, "worker", logs[h.name]) for h in WORKERS
         ] + [Service(network, API, project, project_python, "api", logs["api"])]
