@@ -196,17 +196,25 @@ def wait_for(what: str, check, within: float, every: float = 0.5) -> float:  # t
 GIVE_BACK = re.compile(r"job (\S+): (.*); back to the queue \(no try used\)")
 
 
+def log_record(line: str) -> dict[str, object]:
+    """The JSON object a log line carries (the service's lines are JSON), or {}."""
+    at = line.find("{")
+    try:
+        record = json.loads(line[at:]) if at >= 0 else {}
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def runs_in_logs(logs: list[Path]) -> tuple[Counter[str], Counter[str]]:
     """Per job id: runs of `hello` ("started" lines), and runs given back after their start."""
     started: Counter[str] = Counter()
     given_back: Counter[str] = Counter()
     for log in logs:
         for line in log.read_text(errors="replace").splitlines():
-            at = line.find('{"job_id"')
-            if at >= 0:
-                with_id = json.loads(line[at:])
-                if with_id.get("message", "").endswith(": started"):
-                    started[with_id["job_id"]] += 1
+            record = log_record(line)
+            if record.get("job_id") and str(record.get("message")).endswith(": started"):
+                started[record["job_id"]] += 1
             back = GIVE_BACK.search(line)
             if back and "start was not recorded" not in back.group(2):
                 given_back[back.group(1)] += 1
@@ -377,6 +385,8 @@ class Scenario:
             strict = self.jobs.accepted.get(jid) in ("cut", "during-cut", "rejoined")
             problems += check_job(jid, rows[jid], history[jid], strict)
             runs, back, tries = started[jid], given_back[jid], rows[jid][1]
+            if runs == 0:
+                problems.append(f"{jid}: no run of it in the workers' logs")
             if runs > tries + back:
                 problems.append(f"{jid}: ran {runs} times; {tries} tries, {back} given back")
             if hello.get(jid) != 1:
