@@ -11,6 +11,7 @@ environment but their own process's.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -190,32 +191,28 @@ class Servers:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
+def supervised_commands(python: str, project: Path) -> dict[str, list[str]]:
+    """The commands the native stack's supervisord runs (`launch.py worker|api -- ...`), as
+    deploy/local/stack.py builds them from `.env` (here: the API on its host's address)."""
+    code = (
+        "import json, runpy; m = runpy.run_path('deploy/local/stack.py'); "
+        "print(json.dumps(m['programs'](m['load_settings']())))"
+    )
+    out = run([python, "-c", code], "reading the native stack's programs", cwd=project,
+              env=base_env(project))  # fmt: skip
+    return dict(json.loads(out.splitlines()[-1]))
+
+
 class Service:
     """A worker or the API on its host, started as the native stack starts it (launch.py)."""
 
     def __init__(
-        self, net: Network, host: Host, project: Path, python: str, role: str, log: Path
+        self, net: Network, host: Host, project: Path, command: list[str], role: str, log: Path
     ) -> None:
         self.host, self.role, self.log = host, role, log
-        launch = [python, str(project / "deploy/local/launch.py"), role, "--"]
-        app = read_env(project)["APP_CODE"]
-        command = (
-            [python, "-m", "arq", f"{app}.worker.WorkerSettings"]
-            if role == "worker"
-            else [
-                python,
-                "-m",
-                "uvicorn",
-                f"{app}.api.main:app",
-                "--host",
-                host.addresses[0],
-                "--port",
-                str(API_PORT),
-            ]
-        )
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [*net.exec(host), *launch, *command],
+                [*net.exec(host), *command],
                 cwd=project,
                 env=base_env(project),
                 stdout=out,

@@ -57,6 +57,7 @@ from hosts_stack import (
     read_env,
     run,
     set_env,
+    supervised_commands,
 )
 
 DATA = Host("data", ("10.77.0.2", "10.77.0.3"))
@@ -464,9 +465,11 @@ def test_five_hosts_links_cut_nothing_accepted_is_lost(
         # The native stack's runtime folder, as `make up` makes it (launch.py keeps files there).
         for folder in (project / ".local", project / ".local" / "run"):
             folder.mkdir(mode=0o700, exist_ok=True)
+        commands = supervised_commands(project_python, project)
         services = [
-            Service(network, h, project, project_python, "worker", logs[h.name]) for h in WORKERS
-        ] + [Service(network, API, project, project_python, "api", logs["api"])]
+            Service(network, h, project, commands["worker"], "worker", logs[h.name])
+            for h in WORKERS
+        ] + [Service(network, API, project, commands["api"], "api", logs["api"])]
         scenario = Scenario(network, env, services[:3])
         health = f"http://{API.addresses[0]}:{API_PORT}/health"
         started = time.time() * 1000
