@@ -6,7 +6,7 @@ migrations come from the project's own entry points (`deploy/local/stack.py boot
 `migrate`), the workers and the API from the commands the native stack's supervisord runs:
 `deploy/local/launch.py worker|api -- ...`, which hands each process its own secrets from
 `.env` and no others. Secrets go through files (0600) only: never a command line, never an
-environment but their own process's.
+environment but their own process's. `runs_in_logs` reads what the workers' logs say ran.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from hosts_net import SUBNET, Host, Network
@@ -231,3 +233,33 @@ class Service:
 
     def command_line(self) -> str:
         return Path(f"/proc/{self.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+# --- what the workers' logs say ran ---------------------------------------------------------
+
+GIVE_BACK = re.compile(r"job (\S+): (.*); back to the queue \(no try used\)")
+
+
+def log_record(line: str) -> dict[str, object]:
+    """The JSON object a log line carries (the service's lines are JSON), or {}."""
+    at = line.find("{")
+    try:
+        record = json.loads(line[at:]) if at >= 0 else {}
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def runs_in_logs(logs: list[Path]) -> tuple[Counter[str], Counter[str]]:
+    """Per job id: runs of `hello` ("started" lines), and runs given back after their start."""
+    started: Counter[str] = Counter()
+    given_back: Counter[str] = Counter()
+    for log in logs:
+        for line in log.read_text(errors="replace").splitlines():
+            record = log_record(line)
+            if record.get("job_id") and str(record.get("message")).endswith(": started"):
+                started[record["job_id"]] += 1
+            back = GIVE_BACK.search(line)
+            if back and "start was not recorded" not in back.group(2):
+                given_back[back.group(1)] += 1
+    return started, given_back

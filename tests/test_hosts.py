@@ -36,7 +36,6 @@ The test prints its timings and counts as JSON (shown with `-s`, and on a failur
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -56,6 +55,7 @@ from hosts_stack import (
     base_env,
     read_env,
     run,
+    runs_in_logs,
     set_env,
     supervised_commands,
 )
@@ -190,36 +190,6 @@ def wait_for(what: str, check, within: float, every: float = 0.5) -> float:  # t
             pass
         time.sleep(every)
     pytest.fail(f"{what}: not within {within:.0f} s")
-
-
-# --- what the workers' logs say ran ---------------------------------------------------------
-
-GIVE_BACK = re.compile(r"job (\S+): (.*); back to the queue \(no try used\)")
-
-
-def log_record(line: str) -> dict[str, object]:
-    """The JSON object a log line carries (the service's lines are JSON), or {}."""
-    at = line.find("{")
-    try:
-        record = json.loads(line[at:]) if at >= 0 else {}
-    except ValueError:
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def runs_in_logs(logs: list[Path]) -> tuple[Counter[str], Counter[str]]:
-    """Per job id: runs of `hello` ("started" lines), and runs given back after their start."""
-    started: Counter[str] = Counter()
-    given_back: Counter[str] = Counter()
-    for log in logs:
-        for line in log.read_text(errors="replace").splitlines():
-            record = log_record(line)
-            if record.get("job_id") and str(record.get("message")).endswith(": started"):
-                started[record["job_id"]] += 1
-            back = GIVE_BACK.search(line)
-            if back and "start was not recorded" not in back.group(2):
-                given_back[back.group(1)] += 1
-    return started, given_back
 
 
 def check_job(
