@@ -27,6 +27,8 @@ TEMPLATE_TEST_DEPS = [
     "uv>=0.5",
     "pre-commit-hooks>=5",
     "cruft>=2.15",
+    # Kubernetes' API schemas, offline: tests/test_k8s.py validates the rendered manifests.
+    "kubernetes-validate>=1.32",
 ]
 
 
