@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from helpers import SECRET_KEYS, bake, read_env, run
 
 OVERLAYS = ("dev", "prod")
 # Secrets of the pods that are not the app's processes: the dev overlay's own servers.
@@ -42,17 +41,15 @@ NOT_FOR_PODS = {
     "DB_HOST_PORT": "a host port; DB_PORT is the cluster's",
     "REDIS_HOST_PORT": "a host port; REDIS_PORT is the cluster's",
     "DB_BOOTSTRAP_USER": "the bootstrap's alone (the dev PostgreSQL's POSTGRES_USER)",
+    **{
+        f"{name}_IMAGE": "compose's and the Dockerfiles' images; kustomize's `images:` here"
+        for name in ("PYTHON", "UV", "POSTGRES", "REDIS", "FLYWAY")
+    },
 }
 # Settings whose value differs from .env.example's on purpose (names of servers, TLS).
 CLUSTER_VALUES = {"DB_HOST", "REDIS_HOST", "ENV"}
 PROD_VALUES = {"DB_SSLMODE", "DB_SSLROOTCERT", "REDIS_SSL", "REDIS_SSL_CA_CERTS"}
 PEM = "-----BEGIN CERTIFICATE-----\nMIIBdGVzdA==\n-----END CERTIFICATE-----\n"
-
-
-def run(argv: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv, cwd=cwd, capture_output=True, text=True, check=False, env={**os.environ, **env}
-    )
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +62,6 @@ def kubectl() -> str:
             pytrace=False,
         )
     return found
-
-
-def env_file(path: Path) -> dict[str, str]:
-    lines = path.read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
 
 
 class Rendered:
@@ -91,8 +83,8 @@ class Rendered:
             self.files[overlay].write_text(done.stdout)
             self.docs[overlay] = [d for d in yaml.safe_load_all(done.stdout) if d]
         self.app = project.name
-        self.dotenv = env_file(project / ".env")
-        self.example = {k: v.strip('"') for k, v in env_file(project / ".env.example").items()}
+        self.dotenv = read_env(project / ".env")
+        self.example = {k: v.strip('"') for k, v in read_env(project / ".env.example").items()}
         probe = (
             f"import json; from {self.app}.core.config import PROCESS_SECRETS as P; "
             f"from {self.app}.api.main import app; "
@@ -125,9 +117,7 @@ class Rendered:
 
 @pytest.fixture(scope="module")
 def rendered(cookies_session, kubectl: str, project_python: str) -> Rendered:
-    result = cookies_session.bake(extra_context={})
-    assert result.exit_code == 0, result.exception
-    return Rendered(Path(result.project_path), kubectl, project_python)
+    return Rendered(bake(cookies_session), kubectl, project_python)
 
 
 def secret_keys(rendered: Rendered, overlay: str, pod: dict[str, Any]) -> set[str]:
@@ -174,27 +164,15 @@ def test_k8s_secrets_are_private_ignored_and_exact(rendered: Rendered) -> None:
     docker = (project / ".dockerignore").read_text().splitlines()
     assert "deploy/k8s/**/secrets" in docker, "the secrets files would enter the image context"
     for path in files:
-        values = env_file(path)
+        values = read_env(path)
         assert all(values[k] == rendered.dotenv[k] for k in values), f"{path.name}: not .env's"
-    for value in (v for k, v in rendered.dotenv.items() if k in SECRET_NAMES):
+    for value in (v for k, v in rendered.dotenv.items() if k in SECRET_KEYS):
         assert value not in rendered.secrets_output, "make k8s-secrets printed a secret"
     sources = [p for p in project.glob("deploy/**/*") if p.is_file() and "secrets" not in p.parts]
     for path in sources:
         text = path.read_text()
-        assert not any(rendered.dotenv[k] in text for k in SECRET_NAMES), f"secret in {path}"
+        assert not any(rendered.dotenv[k] in text for k in SECRET_KEYS), f"secret in {path}"
     assert f"{app}-api" in (project / "deploy/k8s/base/kustomization.yaml").read_text()
-
-
-SECRET_NAMES = (
-    "DB_BOOTSTRAP_PWD",
-    "DB_ADMIN_PWD",
-    "DB_DATA_PWD",
-    "DB_APP_PWD",
-    "REDIS_PASSWORD",
-    "API_TOKEN",
-    "API_READ_TOKEN",
-    "SESSION_SECRET",
-)
 
 
 def test_k8s_secrets_refuses_a_missing_secret_and_writes_nothing(
@@ -241,7 +219,7 @@ def test_each_pod_gets_its_own_secrets_and_no_others(rendered: Rendered, overlay
             assert base64.b64decode(value).decode() == rendered.dotenv[key], f"{name}.{key}"
     for config in rendered.objects(overlay, "ConfigMap").values():
         text = json.dumps(config.get("data", {}))
-        assert not any(rendered.dotenv[k] in text for k in SECRET_NAMES), "secret in ConfigMap"
+        assert not any(rendered.dotenv[k] in text for k in SECRET_KEYS), "secret in ConfigMap"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -253,7 +231,7 @@ def test_settings_carry_env_example_names_and_defaults(rendered: Rendered, overl
     wanted = {
         k
         for k in example
-        if k not in NOT_FOR_PODS and not k.startswith("FLYWAY_") and k not in SECRET_NAMES
+        if k not in NOT_FOR_PODS and not k.startswith("FLYWAY_") and k not in SECRET_KEYS
     }
     assert wanted <= set(settings), f"never reach the pods: {sorted(wanted - set(settings))}"
     differ = CLUSTER_VALUES | (PROD_VALUES if overlay == "prod" else set())
@@ -448,9 +426,7 @@ def test_images_come_from_kustomize_and_match_compose(rendered: Rendered, kubect
 
 
 def test_every_name_derives_from_the_app_code(cookies_session, kubectl, project_python) -> None:
-    result = cookies_session.bake(extra_context={"app_code": "billing42"})
-    assert result.exit_code == 0, result.exception
-    other = Rendered(Path(result.project_path), kubectl, project_python)
+    other = Rendered(bake(cookies_session, {"app_code": "billing42"}), kubectl, project_python)
     for overlay in OVERLAYS:
         for doc in other.docs[overlay]:
             name = doc["metadata"]["name"]
