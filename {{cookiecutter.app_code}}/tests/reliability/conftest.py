@@ -349,6 +349,8 @@ def free_port() -> int:
 
 
 SpawnApi = Callable[..., tuple[Process, httpx.Client]]
+SpawnWorker = Callable[..., Process]
+SpawnWorkers = Callable[..., list[Process]]
 
 
 @pytest.fixture
@@ -420,12 +422,45 @@ def frozen(*pids: int) -> Iterator[None]:
                 os.kill(pid, signal.SIGCONT)
 
 
-def post_jobs(
-    api: httpx.Client, auth: dict[str, str], ids: list[str], **params: Any
-) -> dict[str, int]:
-    """Submit a hello job under each id; the status code of each answer."""
-    codes = {}
-    for jid in ids:
+@dataclass(frozen=True)
+class Rig:
+    """What a fault test drives: the native stack's processes (deploy/local/stack.py), the
+    settings, the API with both tokens, fresh job ids, the ledger as the admin sees it, and
+    Redis."""
+
+    stack: ModuleType
+    settings: Settings
+    api: httpx.Client
+    auth: dict[str, str]
+    read_auth: dict[str, str]
+    new_id: Callable[[str], str]
+    ledger: Ledger
+    redis: redis.Redis
+
+    def post(self, jid: str, via: httpx.Client | None = None, **params: Any) -> httpx.Response:
+        """Submit a hello job under `jid` with API_TOKEN (through `via`, another API)."""
         body = {"job_id": jid, "function": "hello", "params": params}
-        codes[jid] = api.post("/api/v1/jobs", json=body, headers=auth).status_code
-    return codes
+        return (via or self.api).post("/api/v1/jobs", json=body, headers=self.auth)
+
+    def submit(self, jid: str, **params: Any) -> None:
+        """`post`, which must be accepted."""
+        response = self.post(jid, **params)
+        assert response.status_code == 202, response.text
+
+    def post_all(self, ids: list[str], **params: Any) -> dict[str, int]:
+        """`post` under each id; the status code of each answer."""
+        return {jid: self.post(jid, **params).status_code for jid in ids}
+
+
+@pytest.fixture
+def rig(
+    stack: ModuleType,
+    settings: Settings,
+    api: httpx.Client,
+    auth: dict[str, str],
+    read_auth: dict[str, str],
+    job_id: Callable[[str], str],
+    ledger: Ledger,
+    redis_db: redis.Redis,
+) -> Rig:
+    return Rig(stack, settings, api, auth, read_auth, job_id, ledger, redis_db)

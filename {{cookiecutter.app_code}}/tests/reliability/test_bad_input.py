@@ -33,6 +33,12 @@ def job(job_id: Any = ID, function: Any = "hello", **params: Any) -> dict[str, A
     return {"job_id": job_id, "function": function, "params": params}
 
 
+def not_the_token(name: str, authorization: str) -> Bad:
+    """A good job sent with an Authorization header that is not API_TOKEN's."""
+    headers = {"Authorization": authorization}
+    return Bad(name, 401, "API_TOKEN", body=job(), auth=False, headers=headers)
+
+
 def nested(depth: int) -> dict[str, Any]:
     value: dict[str, Any] = {}
     for _ in range(depth - 1):
@@ -143,30 +149,9 @@ CORPUS: list[Bad] = [
     Bad("params-name-object", 422, "name", body=job(name={"$gt": ""})),
     # --- the token
     Bad("no-token", 401, "API_TOKEN", body=job(), auth=False),
-    Bad(
-        "wrong-token",
-        401,
-        "API_TOKEN",
-        body=job(),
-        auth=False,
-        headers={"Authorization": "Bearer nope"},
-    ),
-    Bad(
-        "empty-bearer",
-        401,
-        "API_TOKEN",
-        body=job(),
-        auth=False,
-        headers={"Authorization": "Bearer"},
-    ),
-    Bad(
-        "basic-auth",
-        401,
-        "API_TOKEN",
-        body=job(),
-        auth=False,
-        headers={"Authorization": "Basic dXNlcjpwYXNz"},
-    ),
+    not_the_token("wrong-token", "Bearer nope"),
+    not_the_token("empty-bearer", "Bearer"),
+    not_the_token("basic-auth", "Basic dXNlcjpwYXNz"),
     *[
         Bad(f"job-id-{name}", 422, "job_id", body=job(job_id=value))
         for name, value in BAD_IDS.items()

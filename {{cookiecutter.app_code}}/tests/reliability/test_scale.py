@@ -8,11 +8,8 @@ import inspect
 import math
 import time
 import uuid
-from collections.abc import Callable
-from types import ModuleType
 
 import pytest
-import redis
 from arq import cron
 
 from {{ cookiecutter.app_code }}.core.config import Settings
@@ -20,7 +17,7 @@ from {{ cookiecutter.app_code }}.db import Database, Role
 from {{ cookiecutter.app_code }}.ledger.submit import HandOver, submit
 from {{ cookiecutter.app_code }}.queue import connect
 
-from .conftest import Ledger, Process, hello_starts
+from .conftest import Rig, SpawnWorkers, hello_starts
 
 pytestmark = pytest.mark.reliability
 
@@ -29,16 +26,10 @@ BURST_CONCURRENCY = 10  # measured: more only adds contention on two cores
 BURST_WAIT_SECONDS = 180.0
 
 
-def test_each_cron_tick_runs_once_with_three_workers(
-    stack: ModuleType,
-    settings: Settings,
-    spawn_workers: Callable[..., list[Process]],
-    ledger: Ledger,
-    redis_db: redis.Redis,
-) -> None:
+def test_each_cron_tick_runs_once_with_three_workers(rig: Rig, spawn_workers: SpawnWorkers) -> None:
     # Three workers of the test's own, all ticking every second (the stack's worker pauses:
     # every worker must share one schedule). Its own restarts when the test ends.
-    stack.stop_service("worker")
+    rig.stack.stop_service("worker")
     workers = spawn_workers(3, HELLO_CRON="* * * * * *")
     first = math.ceil(time.time()) + 1
     time.sleep(6)
@@ -48,22 +39,22 @@ def test_each_cron_tick_runs_once_with_three_workers(
     ticks = [f"cron:hello:{second * 1000 + offset}" for second in range(first, last + 1)]
     assert len(ticks) >= 4
 
-    rows = ledger.wait_for(ticks, within=15)
+    rows = rig.ledger.wait_for(ticks, within=15)
     assert {r["worker_id"] for r in rows} <= {w.worker_id for w in workers}
     assert all(r["tries"] == 1 for r in rows), [(r["job_id"], r["tries"]) for r in rows]
 
     started = collections.Counter(
-        job_id
+        run_id
         for w in workers
-        for job_id in hello_starts(w.log.read_text(errors="replace"))
-        if job_id.startswith("cron:hello:")
+        for run_id in hello_starts(w.log.read_text(errors="replace"))
+        if run_id.startswith("cron:hello:")
     )
     assert {tick: started[tick] for tick in ticks} == dict.fromkeys(ticks, 1)
-    assert ledger.count("hello", ticks) == len(ticks)
+    assert rig.ledger.count("hello", ticks) == len(ticks)
     # No late copy of a tick waits in the queue to run a second time later.
     for tick in ticks:
-        assert redis_db.zscore(settings.queue_name, tick) is None, tick
-        assert redis_db.exists(f"arq:job:{tick}") == 0, tick
+        assert rig.redis.zscore(rig.settings.queue_name, tick) is None, tick
+        assert rig.redis.exists(f"arq:job:{tick}") == 0, tick
 
 
 async def _submit_burst(settings: Settings, ids: list[str]) -> float:
@@ -89,20 +80,14 @@ async def _submit_burst(settings: Settings, ids: list[str]) -> float:
         return time.monotonic() - start
 
 
-def test_10000_jobs_in_a_burst_all_run_once(
-    stack: ModuleType,
-    settings: Settings,
-    spawn_workers: Callable[..., list[Process]],
-    ledger: Ledger,
-    redis_db: redis.Redis,
-) -> None:
+def test_10000_jobs_in_a_burst_all_run_once(rig: Rig, spawn_workers: SpawnWorkers) -> None:
     workers = spawn_workers(2)  # with the stack's own: three
     prefix = f"burst-{uuid.uuid4().hex[:8]}-"
     ids = [f"{prefix}{i:05d}" for i in range(BURST)]
 
-    submitted_in = asyncio.run(_submit_burst(settings, ids))
+    submitted_in = asyncio.run(_submit_burst(rig.settings, ids))
     assert (
-        ledger.one("SELECT count(*) AS n FROM job WHERE job_id LIKE %s", [prefix + "%"])["n"]
+        rig.ledger.one("SELECT count(*) AS n FROM job WHERE job_id LIKE %s", [prefix + "%"])["n"]
         == BURST
     )
 
@@ -111,7 +96,7 @@ def test_10000_jobs_in_a_burst_all_run_once(
     while time.monotonic() < deadline:
         counts = {
             r["status"]: r["n"]
-            for r in ledger.rows(
+            for r in rig.ledger.rows(
                 "SELECT status, count(*) AS n FROM job WHERE job_id LIKE %s GROUP BY status",
                 [prefix + "%"],
             )
@@ -123,18 +108,18 @@ def test_10000_jobs_in_a_burst_all_run_once(
     assert counts == {"succeeded": BURST}, f"after {drained_in:.0f} s: {counts}"
 
     # None lost, none run twice, all three workers took a share.
-    stats = ledger.one(
+    stats = rig.ledger.one(
         "SELECT count(*) AS n, max(tries) AS max_tries, min(tries) AS min_tries, "
         "count(DISTINCT worker_id) AS workers FROM job WHERE job_id LIKE %s",
         [prefix + "%"],
     )
     assert (stats["n"], stats["min_tries"], stats["max_tries"]) == (BURST, 1, 1), stats
     assert stats["workers"] == 3, stats
-    hello = ledger.one("SELECT count(*) AS n FROM hello WHERE job_id LIKE %s", [prefix + "%"])
+    hello = rig.ledger.one("SELECT count(*) AS n FROM hello WHERE job_id LIKE %s", [prefix + "%"])
     assert hello["n"] == BURST
-    pipe = redis_db.pipeline(transaction=False)
+    pipe = rig.redis.pipeline(transaction=False)
     for jid in ids:
-        pipe.zscore(settings.queue_name, jid)
+        pipe.zscore(rig.settings.queue_name, jid)
     assert not any(score is not None for score in pipe.execute()), "burst jobs left in the queue"
     assert all(w.alive() for w in workers)
     print(

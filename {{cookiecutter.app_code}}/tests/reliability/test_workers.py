@@ -5,17 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
-import httpx
 import pytest
-import redis
 
-from {{ cookiecutter.app_code }}.core.config import Settings
-
-from .conftest import Ledger, Process
+from .conftest import Ledger, Rig, SpawnWorker
 
 pytestmark = pytest.mark.reliability
 
@@ -38,32 +32,17 @@ def wait_in_progress(ledger: Ledger, jid: str, within: float = 15.0) -> dict[str
     pytest.fail(f"job {jid} did not start within {within:.0f} s (last: {row})")
 
 
-def submit(api: httpx.Client, auth: dict[str, str], jid: str, **params: Any) -> None:
-    body = {"job_id": jid, "function": "hello", "params": params}
-    response = api.post("/api/v1/jobs", json=body, headers=auth)
-    assert response.status_code == 202, response.text
-
-
-def test_worker_killed_mid_job_runs_it_again_once(
-    stack: ModuleType,
-    settings: Settings,
-    spawn_worker: Callable[..., Process],
-    api: httpx.Client,
-    auth: dict[str, str],
-    job_id: Callable[[str], str],
-    ledger: Ledger,
-    redis_db: redis.Redis,
-) -> None:
+def test_worker_killed_mid_job_runs_it_again_once(rig: Rig, spawn_worker: SpawnWorker) -> None:
     # Only the short-timeout worker may take the job: the stack's own worker stops for now
     # (it is the "second worker" below; the fixtures restart it if the test fails first).
-    stack.stop_service("worker")
+    rig.stack.stop_service("worker")
     victim = spawn_worker(WORKER_JOB_TIMEOUT=str(SHORT_JOB_TIMEOUT))
 
-    jid = job_id("sigkill")
-    submit(api, auth, jid, name="phoenix", sleep_ms=1500)
-    row = wait_in_progress(ledger, jid)
+    jid = rig.new_id("sigkill")
+    rig.submit(jid, name="phoenix", sleep_ms=1500)
+    row = wait_in_progress(rig.ledger, jid)
     assert row["worker_id"] == victim.worker_id
-    ttl = redis_db.pttl(f"arq:in-progress:{jid}") / 1000
+    ttl = rig.redis.pttl(f"arq:in-progress:{jid}") / 1000
     assert 0 < ttl <= IN_PROGRESS_TTL + 5, f"in-progress TTL is {ttl} s"
 
     os.kill(victim.pid, signal.SIGKILL)
@@ -71,54 +50,46 @@ def test_worker_killed_mid_job_runs_it_again_once(
     victim.wait_gone()
 
     # Nothing is lost: the job is still queued in Redis, and half done nowhere.
-    assert redis_db.zscore(settings.queue_name, jid) is not None
-    assert redis_db.exists(f"arq:job:{jid}") == 1
-    assert ledger.count("hello", [jid]) == 0
-    assert ledger.job(jid)["status"] == "in_progress"  # type: ignore[index]
+    assert rig.redis.zscore(rig.settings.queue_name, jid) is not None
+    assert rig.redis.exists(f"arq:job:{jid}") == 1
+    assert rig.ledger.count("hello", [jid]) == 0
+    assert rig.ledger.job(jid)["status"] == "in_progress"  # type: ignore[index]
 
-    stack.start_worker(settings, stack.child_env(settings))
-    second = stack.read_pid("worker")
-    (done,) = ledger.wait_for([jid], within=IN_PROGRESS_TTL + 15)
+    rig.stack.start_worker(rig.settings, rig.stack.child_env(rig.settings))
+    second = rig.stack.read_pid("worker")
+    (done,) = rig.ledger.wait_for([jid], within=IN_PROGRESS_TTL + 15)
     assert done["tries"] == 2, done
     assert done["worker_id"].endswith(f":{second}"), done["worker_id"]
     assert done["result"]["message"] == "hello phoenix: complete"
-    assert ledger.count("hello", [jid]) == 1
+    assert rig.ledger.count("hello", [jid]) == 1
     # Not before the in-progress key expired: no two workers ever held the job at once.
     restarted_after = time.monotonic() - killed
     assert restarted_after >= ttl - 1, f"run again after {restarted_after:.1f} s (TTL {ttl:.1f} s)"
 
 
-def test_sigterm_puts_the_in_flight_job_back_in_the_queue(
-    stack: ModuleType,
-    settings: Settings,
-    api: httpx.Client,
-    auth: dict[str, str],
-    job_id: Callable[[str], str],
-    ledger: Ledger,
-    redis_db: redis.Redis,
-) -> None:
-    jid = job_id("sigterm")
-    submit(api, auth, jid, name="interrupted", sleep_ms=3000)
-    wait_in_progress(ledger, jid)
+def test_sigterm_puts_the_in_flight_job_back_in_the_queue(rig: Rig) -> None:
+    jid = rig.new_id("sigterm")
+    rig.submit(jid, name="interrupted", sleep_ms=3000)
+    wait_in_progress(rig.ledger, jid)
 
-    first = stack.read_pid("worker")
+    first = rig.stack.read_pid("worker")
     started = time.monotonic()
-    stack.stop_service("worker")  # SIGTERM, then waits for the process to exit
+    rig.stack.stop_service("worker")  # SIGTERM, then waits for the process to exit
     stopped_in = time.monotonic() - started
     assert stopped_in < 5, f"the worker took {stopped_in:.1f} s to stop"
 
-    row = ledger.job(jid)
+    row = rig.ledger.job(jid)
     assert row is not None
     assert (row["status"], row["error"]) == ("queued", "interrupted by shutdown")
-    assert redis_db.zscore(settings.queue_name, jid) is not None, "the job left the queue"
-    assert redis_db.exists(f"arq:in-progress:{jid}") == 0, "the job is still marked running"
-    assert ledger.count("hello", [jid]) == 0
+    assert rig.redis.zscore(rig.settings.queue_name, jid) is not None, "the job left the queue"
+    assert rig.redis.exists(f"arq:in-progress:{jid}") == 0, "the job is still marked running"
+    assert rig.ledger.count("hello", [jid]) == 0
 
-    stack.start_worker(settings, stack.child_env(settings))
-    assert stack.read_pid("worker") != first
-    (done,) = ledger.wait_for([jid], within=20)
+    rig.stack.start_worker(rig.settings, rig.stack.child_env(rig.settings))
+    assert rig.stack.read_pid("worker") != first
+    (done,) = rig.ledger.wait_for([jid], within=20)
     assert done["tries"] == 2, done
     assert done["error"] is None
-    assert ledger.count("hello", [jid]) == 1
-    log = (stack.LOGS / "worker.log").read_text(errors="replace")
+    assert rig.ledger.count("hello", [jid]) == 1
+    log = (rig.stack.LOGS / "worker.log").read_text(errors="replace")
     assert f"{jid}:hello cancelled, will be run again" in log
