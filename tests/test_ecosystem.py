@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
@@ -14,7 +15,7 @@ SECRETS = set(SECRET_KEYS)  # what the generation hook writes into .env, fresh e
 
 
 def make_targets(project: Path) -> set[str]:
-    return set(re.findall(r"^([a-z][a-z-]*):", (project / "Makefile").read_text(), re.M))
+    return set(re.findall(r"^([a-z][a-z0-9-]*):", (project / "Makefile").read_text(), re.M))
 
 
 def test_rendered_workflow_is_valid_and_runs_the_make_targets(cookies, tool) -> None:
@@ -146,8 +147,8 @@ def test_readme_documents_every_variable_with_its_default(cookies) -> None:
 
 SHELL_FENCES = {"shell"}
 # a diagram; settings (loaded by the test below); Prometheus's scrape config and a log line
-# (parsed by test_readme_yaml_and_json_blocks_parse)
-OTHER_FENCES = {"mermaid", "dotenv", "yaml", "json"}
+# (parsed by test_readme_yaml_and_json_blocks_parse); the layout (test_readme_layout_is_the_tree)
+OTHER_FENCES = {"mermaid", "dotenv", "yaml", "json", "text"}
 COMMAND_WORDS = {"make", "docker", "python", "python3", "pipx", "uv", "curl", "diff", "psql"}
 # make targets the README names -> the template test file that runs `make <target>`.
 MAKE_RUN_BY = {
@@ -165,6 +166,7 @@ MAKE_RUN_BY = {
     "logs": "tests/test_managed_services.py",
     # The rendered project's own smoke test runs `make bench` (test_stack.py runs that suite).
     "bench": "{{cookiecutter.app_code}}/tests/integration/test_bench_smoke.py",
+    "k8s-secrets": "tests/test_k8s.py",
 }
 # What `docker compose up` accepts among its flags (docker compose v2).
 COMPOSE_UP_FLAGS = {"-d", "--detach", "--force-recreate", "--build", "--wait", "--no-deps"}
@@ -196,14 +198,16 @@ def readme_commands(text: str) -> list[str]:
 
 def check_compose_up(project: Path, command: str) -> None:
     """No Docker engine or compose plugin here: check the services and flags against
-    compose.yml and `docker compose up`'s options instead of running it (pause and unpause:
-    the services)."""
+    compose.yml and `docker compose up`'s options instead of running it (build, pause and
+    unpause: the services)."""
     services = yaml.safe_load((project / "compose.yml").read_text())["services"]
     argv = shlex.split(command)
-    if argv[:3] in (["docker", "compose", "pause"], ["docker", "compose", "unpause"]):
+    if argv[:2] == ["docker", "compose"] and argv[2:3] in (["pause"], ["unpause"], ["build"]):
         assert all(arg in services for arg in argv[3:]), f"{command}: no such service"
         return
-    assert argv[:3] == ["docker", "compose", "up"], f"{command}: only up and (un)pause are checked"
+    assert argv[:3] == ["docker", "compose", "up"], (
+        f"{command}: only up, build and (un)pause are checked"
+    )
     rest = iter(argv[3:])
     for arg in rest:
         if arg == "--scale":
@@ -252,16 +256,40 @@ def check_make_only(project: Path, command: str) -> None:
         )
 
 
+def check_kubectl(project: Path, command: str) -> None:
+    """No cluster can run here: the verb is kubectl's, and every object (kind/name), label and
+    path the command names is in the manifests under deploy/k8s."""
+    manifests = "\n".join(p.read_text() for p in (project / "deploy" / "k8s").rglob("*.yaml"))
+    argv = shlex.split(command.replace("$", ""))
+    assert argv[1] in {"apply", "rollout", "exec", "wait", "get", "scale", "delete", "logs"}, (
+        f"{command}: not a kubectl verb this test knows"
+    )
+    for kind, name in re.findall(r"\b(statefulset|deployment|job)/([\w-]+)", command):
+        kinds = {"statefulset": "StatefulSet", "deployment": "Deployment", "job": "Job"}
+        assert re.search(rf"kind: {kinds[kind]}\n(?:.*\n)*?  name: {name}\n", manifests), (
+            f"{command}: no {kinds[kind]} {name} in deploy/k8s"
+        )
+    for flag, value in itertools.pairwise(argv):
+        if flag == "-l":
+            key = re.split(r"!?=", value)[0]
+            assert f"{key}:" in manifests, f"{command}: no object has the label {key}"
+    for path in re.findall(r" (/[\w./-]+)", command):
+        assert Path(path).parent.as_posix() in manifests, f"{command}: {path} is mounted nowhere"
+
+
 def how_checked(command: str, project: Path, app: str, tool) -> str:
     """How a README command not run by test_every_readme_command_is_run_by_a_test is run or
     checked elsewhere; "" when nothing does."""
     makefile = (project / "Makefile").read_text()
-    if re.fullmatch(r"make( [a-z-]+)?( && make( [a-z-]+)?)*", _no_vars(command)):
+    if re.fullmatch(r"make( [a-z0-9-]+)?( && make( [a-z0-9-]+)?)*", _no_vars(command)):
         check_make_only(project, command)
         return "make targets run by tests"
     if command.startswith("docker compose "):
         check_compose_up(project, command)
         return "checked against compose.yml (no Docker engine)"
+    if command.startswith("kubectl "):
+        check_kubectl(project, command)
+        return "checked against deploy/k8s (no cluster here); test_k8s.py checks the rollout order"
     if command == "docker info":
         assert "docker info" in makefile  # every make call runs it to choose compose or not
         return "run by every make call"
@@ -321,7 +349,8 @@ def test_readme_yaml_and_json_blocks_parse(cookies) -> None:
     port; the sample log line is one JSON object with the trace fields."""
     project = bake(cookies, {"app_code": "billing42", "api_host_port": "8100"})
     readme = (project / "README.md").read_text()
-    (config,) = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
+    (config,) = [b for b in blocks if isinstance(b, dict) and "scrape_configs" in b]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["billing42-api"]["authorization"]["type"] == "Bearer"
     assert jobs["billing42-api"]["static_configs"][0]["targets"] == ["127.0.0.1:8100"]
@@ -334,6 +363,29 @@ def test_readme_yaml_and_json_blocks_parse(cookies) -> None:
     assert env == {"WORKER_METRICS_PORT": "8103"}
     (line,) = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", readme, re.S)]
     assert {"time", "level", "logger", "message", "trace_id", "span_id", "job_id"} <= set(line)
+
+
+def test_readme_layout_is_the_tree(cookies) -> None:
+    """Every folder and file the README's layout tree names exists where the tree puts it."""
+    project = bake(cookies, {"app_code": "billing42"})
+    readme = (project / "README.md").read_text()
+    (tree,) = re.findall(r"```text\n(.*?)```", readme, re.S)
+    parents: list[str] = []  # the folder at each depth
+    named = 0
+    for line in tree.splitlines():
+        match = re.match(r"^([│ ├└─]*)([\w./]+(?:/|\.py))(?:,|\s|$)", line)
+        if not match:
+            continue  # a description's second line
+        depth = len(match.group(1)) // 4
+        name = match.group(2)
+        parents[depth:] = [name]
+        path = project.joinpath(*parents)
+        assert path.exists(), f"the README's layout names {'/'.join(parents)}, which is not there"
+        named += 1
+        # files listed after a folder's own entry ("deps.py, schemas.py, …") live in that folder
+        for extra in re.findall(r"([\w]+\.py)(?:,|$)", line[match.end() :].split("  ")[0]):
+            assert (path.parent / extra).exists(), f"the layout names {extra} beside {name}"
+    assert named >= 10, "the README's layout tree lists fewer entries than expected"
 
 
 def test_readme_settings_blocks_load(cookies, project_python: str, tmp_path) -> None:
