@@ -1,4 +1,4 @@
-"""Two small ASGI middlewares: a request body size limit and security headers.
+"""Small ASGI middlewares: their base, a request body size limit and security headers.
 
 Plain ASGI (not Starlette's BaseHTTPMiddleware): no extra task per request, and a streamed
 body is counted as it arrives instead of being read whole first.
@@ -41,7 +41,24 @@ def too_large(limit: Limit, size: int | None = None) -> str:
     )
 
 
-class BodySizeLimit:
+class HttpMiddleware:
+    """Base of the project's ASGI middlewares: HTTP requests go to `http`, every other scope
+    (lifespan, websocket) passes through untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class BodySizeLimit(HttpMiddleware):
     """413 with a JSON message for a body over `limit` bytes (`paths`: other limits by path).
 
     A Content-Length over the limit is refused before the body is read; a body without one
@@ -51,14 +68,11 @@ class BodySizeLimit:
     def __init__(
         self, app: ASGIApp, limit: Limit, paths: Mapping[str, Limit] | None = None
     ) -> None:
-        self.app = app
+        super().__init__(app)
         self.default = limit
         self.paths = dict(paths or {})
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.paths.get(scope["path"], self.default)
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit[0]:
@@ -107,7 +121,7 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class SecurityHeaders:
+class SecurityHeaders(HttpMiddleware):
     """nosniff, no referrer, no framing on every response; a CSP that allows nothing on every
     response that has none of its own.
 
@@ -116,14 +130,7 @@ class SecurityHeaders:
     added without one gets the deny-all policy, and shows unstyled until it sets its own.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)

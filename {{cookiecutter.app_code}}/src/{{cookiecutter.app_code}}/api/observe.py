@@ -25,13 +25,14 @@ from prometheus_client import Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ..core.metrics import DURATION_BUCKETS, metric, multiprocess
 from ..core.tracing import attached, current_traceparent, setup_tracing, start_context
 from ..db import Database, Role, get_many
 from ..db.helpers import Conn
 from ..db.pool import Pool
+from .middleware import HttpMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,10 @@ POOL_EVERY_S = 2.0
 UNMATCHED = "<unmatched>"
 
 
-class RequestMetrics:
+class RequestMetrics(HttpMiddleware):
     """Times every HTTP request; the label is the route's template, never the raw path."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
 
@@ -81,17 +76,11 @@ class RequestMetrics:
             )
 
 
-class TraceResponse:
+class TraceResponse(HttpMiddleware):
     """Adds `traceparent` to every answer: the id of the request's span (the SDK's, or one this
     starts when no SDK is installed), so a client can find its request and its job."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         context = None
         if current_traceparent() is None:  # no SDK span: continue the caller's trace, or start one
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
