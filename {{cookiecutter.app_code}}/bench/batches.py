@@ -18,7 +18,7 @@ from console import BenchError, Progress
 from harness import Bench
 from meters import ms, percentile
 from services import NoPause, paused, stack_pid, worker_pause
-from submissions import api_meter, clients
+from submissions import acceptance, api_meter, clients
 
 
 async def batches(bench: Bench) -> None:
@@ -72,10 +72,7 @@ async def accept(bench: Bench, chunks: list[list[str]]) -> dict[str, Any]:
         "jobs": total,
         "batch_size": a.batch_size,
         "in_flight": a.batch_flight,
-        "seconds": round(took, 3),
-        "accepted": accepted,
-        "statuses": {str(k): v for k, v in sorted(codes.items())},
-        "accepted_per_s": round(accepted / took, 1),
+        **acceptance(took, codes),
         "batch_p50_ms": ms(percentile(latencies, 50)),
         "batch_p99_ms": ms(percentile(latencies, 99)),
         "cpu_ms_per_job": meter.per_job_ms(total),

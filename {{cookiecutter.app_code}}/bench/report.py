@@ -108,14 +108,17 @@ def fmt(value: Any, unit: str = "") -> str:
 Row = tuple[str, str, str, str, str, str]
 
 
+def row(name: str, jobs: Any, rate: Any, latency: str = "", cpu: str = "", note: str = "") -> Row:
+    """One line of the table: counts and rates formatted the same way everywhere."""
+    return (name, fmt(jobs), "" if rate is None else fmt(rate, "/s"), latency, cpu, note)
+
+
 def submission_rows(results: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     raw = results.get("raw_enqueue")
     if raw:
         note = f"concurrency {raw['concurrency']}"
-        rows.append(
-            ("raw enqueue into arq", fmt(raw["jobs"]), fmt(raw["jobs_per_s"], "/s"), "", "", note)
-        )
+        rows.append(row("raw enqueue into arq", raw["jobs"], raw["jobs_per_s"], note=note))
     for key, name in (("api", "API alone"), ("api_worker_running", "API beside the worker")):
         api = results.get(key)
         if api:
@@ -126,46 +129,22 @@ def submission_rows(results: dict[str, Any]) -> list[Row]:
             note = (
                 f"{fmt(api['ratio_to_raw_enqueue'])}x of raw enqueue; API CPU {fmt(cpu)} ms/request"
             )
-            rows.append(
-                (
-                    f"{name}: POST /api/v1/jobs",
-                    fmt(api["requests"]),
-                    fmt(api["accepted_per_s"], "/s"),
-                    latency,
-                    "",
-                    note,
-                )
-            )
+            label = f"{name}: POST /api/v1/jobs"
+            rows.append(row(label, api["requests"], api["accepted_per_s"], latency, note=note))
     wrk = results.get("api_wrk", {})
     if wrk.get("requests"):
         latency = f"p50 {fmt(wrk['p50_ms'])} / p99 {fmt(wrk['p99_ms'])} ms"
         note = f"wrk, 1 thread; API CPU {fmt(wrk['cpu_ms_per_request'].get('api'))} ms/request"
-        rows.append(
-            (
-                "API alone, wrk: POST /api/v1/jobs",
-                fmt(wrk["requests"]),
-                fmt(wrk["accepted_per_s"], "/s"),
-                latency,
-                "",
-                note,
-            )
-        )
+        label = "API alone, wrk: POST /api/v1/jobs"
+        rows.append(row(label, wrk["requests"], wrk["accepted_per_s"], latency, note=note))
     batch = results.get("batches")
     if batch:
         latency = f"p50 {fmt(batch['batch_p50_ms'])} / p99 {fmt(batch['batch_p99_ms'])} ms a batch"
         cpu = batch["cpu_ms_per_job"].get("api")
         size, flight = batch["batch_size"], batch["in_flight"]
         note = f"{size} a batch, {flight} in flight; API CPU {fmt(cpu)} ms/job"
-        rows.append(
-            (
-                "API alone: POST /api/v1/batches",
-                fmt(batch["jobs"]),
-                fmt(batch["accepted_per_s"], "/s"),
-                latency,
-                "",
-                note,
-            )
-        )
+        label = "API alone: POST /api/v1/batches"
+        rows.append(row(label, batch["jobs"], batch["accepted_per_s"], latency, note=note))
     return rows
 
 
@@ -189,57 +168,31 @@ def drain_rows(results: dict[str, Any]) -> list[Row]:
             note.append(f"{drain['jobs_per_s'] / drain['ideal_jobs_per_s']:.0%} of ideal")
         if drain.get("ledger") and not drain["ledger"]["ok"]:
             note.append("LEDGER WRONG")
-        cpu = drain.get("cpu_ms_per_job", {}).get("workers")
-        rows.append(
-            (
-                "drain " + name.replace("_", " "),
-                fmt(drain["jobs"]),
-                fmt(drain["jobs_per_s"], "/s"),
-                "",
-                fmt(cpu, " ms"),
-                ", ".join(note),
-            )
-        )
+        cpu = fmt(drain.get("cpu_ms_per_job", {}).get("workers"), " ms")
+        label = "drain " + name.replace("_", " ")
+        rows.append(row(label, drain["jobs"], drain["jobs_per_s"], cpu=cpu, note=", ".join(note)))
     for sweep in results.get("sweep", []):
         idle = f"idle CPU {fmt(sweep['idle_cpu_percent_of_core'])}% of a core"
-        cpu = sweep["cpu_ms_per_job"]["workers"]
+        cpu = fmt(sweep["cpu_ms_per_job"]["workers"], " ms")
         name = f"poll_delay={sweep['poll_delay']:g}, max_jobs={sweep['max_jobs']}"
-        rows.append(
-            (name, fmt(sweep["jobs"]), fmt(sweep["jobs_per_s"], "/s"), "", fmt(cpu, " ms"), idle)
-        )
+        rows.append(row(name, sweep["jobs"], sweep["jobs_per_s"], cpu=cpu, note=idle))
     return rows
 
 
 def worker_rows(results: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
-    latency = results.get("enqueue_to_start")
-    if latency:
-        span = f"p50 {fmt(latency['p50_ms'])} / p95 {fmt(latency['p95_ms'])} ms"
-        note = "ledger started_at - enqueue time"
-        rows.append(
-            (
-                "enqueue-to-start, light load",
-                fmt(latency["jobs"]),
-                fmt(latency["rate_per_s"], "/s"),
-                span,
-                "",
-                note,
-            )
-        )
-    through_api = results.get("api_submit_to_start")
-    if through_api:
-        span = f"p50 {fmt(through_api['p50_ms'])} / p95 {fmt(through_api['p95_ms'])} ms"
-        note = "through the API: ledger started_at - enqueued_at"
-        rows.append(
-            (
-                "submit-to-start, light load",
-                fmt(through_api["jobs"]),
-                fmt(through_api["rate_per_s"], "/s"),
-                span,
-                "",
-                note,
-            )
-        )
+    for key, name, note in (
+        ("enqueue_to_start", "enqueue-to-start, light load", "ledger started_at - enqueue time"),
+        (
+            "api_submit_to_start",
+            "submit-to-start, light load",
+            "through the API: ledger started_at - enqueued_at",
+        ),
+    ):
+        latency = results.get(key)
+        if latency:
+            span = f"p50 {fmt(latency['p50_ms'])} / p95 {fmt(latency['p95_ms'])} ms"
+            rows.append(row(name, latency["jobs"], latency["rate_per_s"], span, note=note))
     memory = results.get("memory", {})
     if memory.get("rss_at_start_bytes"):
         mib = {k: v / 2**20 for k, v in memory.items() if k.endswith("_bytes") and v}
@@ -247,20 +200,13 @@ def worker_rows(results: dict[str, Any]) -> list[Row]:
             f"{mib.get(k, 0):.1f}"
             for k in ("rss_at_start_bytes", "rss_after_first_drain_bytes", "rss_at_end_bytes")
         )
-        rows.append(
-            (
-                "worker RSS",
-                fmt(memory.get("jobs_run")),
-                "",
-                f"{steps} MiB",
-                "",
-                "start -> after first drain -> end",
-            )
-        )
+        note = "start -> after first drain -> end"
+        rows.append(row("worker RSS", memory.get("jobs_run"), None, f"{steps} MiB", note=note))
     idle = results.get("idle_cpu_percent_of_core")
     if idle is not None:
         stock = results.get("idle_cpu_percent_of_core_stock")
-        rows.append(("idle worker CPU", "", "", "", "", f"{idle}% of a core (stock arq: {stock}%)"))
+        note = f"{idle}% of a core (stock arq: {stock}%)"
+        rows.append(row("idle worker CPU", "", None, note=note))
     return rows
 
 

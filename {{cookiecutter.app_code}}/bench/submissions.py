@@ -123,17 +123,24 @@ def api_meter(bench: Bench) -> CpuMeter:
     )
 
 
-def summary(
-    concurrency: int, requests: int, took: float, statuses: dict[int, int], latencies: list[float]
-) -> dict[str, Any]:
+def acceptance(took: float, statuses: dict[int, int]) -> dict[str, Any]:
+    """What every submission phase reports: how long, how many of each answer, accepted/s."""
     accepted = statuses.get(202, 0)
     return {
-        "requests": requests,
-        "concurrency": concurrency,
         "seconds": round(took, 3),
         "accepted": accepted,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "accepted_per_s": round(accepted / took, 1),
+    }
+
+
+def summary(
+    concurrency: int, requests: int, took: float, statuses: dict[int, int], latencies: list[float]
+) -> dict[str, Any]:
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        **acceptance(took, statuses),
         "p50_ms": ms(percentile(latencies, 50)),
         "p95_ms": ms(percentile(latencies, 95)),
         "p99_ms": ms(percentile(latencies, 99)),

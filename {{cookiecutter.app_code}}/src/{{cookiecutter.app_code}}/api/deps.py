@@ -140,6 +140,13 @@ async def get_page_pool(request: Request) -> Pool:
 PagePoolDep = Annotated[Pool, Depends(get_page_pool)]
 
 
+# How a write route answers a request without API_TOKEN (in every write route's `responses`).
+WRITE_REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No token, or a wrong one: send API_TOKEN"},
+    403: {"model": Problem, "description": "The read-only token: a write needs API_TOKEN"},
+}
+
+
 def read_route(
     model: Any, summary: str, answers: dict[int | str, dict[str, Any]] | None = None
 ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from ...ledger.submit import Refused, submit_many
 from ...queue import Submission
-from ..deps import HandOverDep, PoolDep, require_write
+from ..deps import WRITE_REFUSALS, HandOverDep, PoolDep, require_write
 from ..responses import json_response
 from ..schemas import MAX_BATCH, BatchResult, BatchSubmit, JobSubmit, Problem, errors_at
 
@@ -27,8 +27,7 @@ router = APIRouter(prefix="/api/v1/batches", tags=["jobs"])
     response_model=BatchResult,
     dependencies=[Depends(require_write)],
     responses={
-        401: {"model": Problem, "description": "No token, or a wrong one: send API_TOKEN"},
-        403: {"model": Problem, "description": "The read-only token: a write needs API_TOKEN"},
+        **WRITE_REFUSALS,
         413: {"model": Problem, "description": "The body is over API_MAX_BATCH_BYTES"},
         422: {"description": f"No `jobs` list, no item, or more than {MAX_BATCH} items"},
         503: {

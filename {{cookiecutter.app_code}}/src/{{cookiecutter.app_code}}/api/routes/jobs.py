@@ -15,7 +15,7 @@ from ...db import get_one
 from ...jobs import CRON_PREFIX, JOBS, Status
 from ...ledger.reads import BadCursor, Cursor, list_jobs
 from ...ledger.submit import DuplicateJob, submit
-from ..deps import HandOverDep, PoolDep, read_route, require_write
+from ..deps import WRITE_REFUSALS, HandOverDep, PoolDep, read_route, require_write
 from ..responses import json_response
 from ..schemas import JOB_ID_PATTERN, JobPage, JobRecord, JobSubmit, Problem, errors_at
 
@@ -36,8 +36,7 @@ NOT_COMMITTED: dict[int | str, dict[str, Any]] = {
     response_model=JobRecord,
     dependencies=[Depends(require_write)],
     responses={
-        401: {"model": Problem, "description": "No token, or a wrong one: send API_TOKEN"},
-        403: {"model": Problem, "description": "The read-only token: a write needs API_TOKEN"},
+        **WRITE_REFUSALS,
         409: {"model": Problem, "description": "The job id was used before"},
         422: {"description": "Invalid job id, function or params"},
         **NOT_COMMITTED,
