@@ -46,7 +46,12 @@ ALTER ROLE :"data_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICA
 ALTER ROLE :"app_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
     NOBYPASSRLS CONNECTION LIMIT 50 PASSWORD :'app_pwd';
 
-SELECT format('CREATE DATABASE %I OWNER %I', :'db_name', :'admin_user')
+-- UTF8 whatever the cluster's default (a cluster initialised under LANG=C defaults to
+-- SQL_ASCII, which stores any bytes and compares them wrongly); template0 because template1
+-- may carry another encoding. The locale stays the cluster's: if it cannot hold UTF8,
+-- PostgreSQL says so here ("encoding UTF8 does not match locale").
+SELECT format('CREATE DATABASE %I OWNER %I ENCODING %L TEMPLATE template0',
+              :'db_name', :'admin_user', 'UTF8')
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db_name') \gexec
 
 REVOKE ALL ON DATABASE :"db_name" FROM PUBLIC;
@@ -54,6 +59,21 @@ GRANT CONNECT ON DATABASE :"db_name" TO :"data_user", :"app_user";
 
 \connect :"db_name"
 SET log_statement = 'none';
+
+-- A database made before this script (by a provider, or by hand) must be UTF8 too.
+DO $check$
+BEGIN
+    IF pg_encoding_to_char((SELECT encoding FROM pg_database
+                            WHERE datname = current_database())) <> 'UTF8' THEN
+        RAISE EXCEPTION 'database % is encoded %, not UTF8', current_database(),
+            pg_encoding_to_char((SELECT encoding FROM pg_database
+                                 WHERE datname = current_database()))
+            USING HINT = 'job ids, params and errors are Unicode text: create the database '
+                         'with ENCODING ''UTF8'' TEMPLATE template0 (or drop it and let this '
+                         'script create it), then run the bootstrap again';
+    END IF;
+END
+$check$;
 
 CREATE SCHEMA IF NOT EXISTS :"schema" AUTHORIZATION :"admin_user";
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
