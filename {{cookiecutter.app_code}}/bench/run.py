@@ -91,6 +91,9 @@ SIZES = (
     "batch_flight",
     "wrk_seconds",
 )
+# The phases in the order they run (--phases picks some; `worker` drains what `raw` staged,
+# so it needs it).
+PHASES = ("raw", "api", "wrk", "batches", "latency", "worker", "ledger_off", "sleep", "stock")
 
 
 def floats(text: str) -> list[float]:
@@ -99,6 +102,16 @@ def floats(text: str) -> list[float]:
 
 def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
+
+
+def names(text: str) -> list[str]:
+    chosen = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = sorted(set(chosen) - set(PHASES))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown phase(s) {', '.join(unknown)}: choose among {', '.join(PHASES)}"
+        )
+    return chosen
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -138,6 +151,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add("--sweep-job", choices=("noop", "sleep"), default="noop", help="the sweep's job")
     add("--sweep-only", action="store_true", help="run only the sweep's drains")
+    add(
+        "--phases",
+        type=names,
+        default=list(PHASES),
+        help=f"run only these phases, e.g. api,wrk,batches (of {','.join(PHASES)})",
+    )
     add("--phase-timeout", type=float, default=300.0, help="seconds a phase may take")
     add("--keep", action="store_true", help="keep the ledger rows and Redis keys")
     add("--out", type=Path, default=None, help="JSON file (default bench/results/<run>.json)")
@@ -203,16 +222,22 @@ async def describe(bench: Bench) -> None:
 
 async def run_phases(bench: Bench) -> None:
     args = bench.args
+    chosen = set(args.phases)
     if not args.sweep_only:
-        staged = await phases.raw_enqueue(bench)
-        await submissions.api(bench)  # no bench worker running: the API has the machine
-        await wrk.wrk(bench)
-        await batches.batches(bench)
-        await submissions.api_latency(bench)
-        await phases.service_worker(bench, staged)
-        await phases.ledger_off(bench)
-        await phases.sleep_jobs(bench)
-        await phases.stock_arq(bench)
+        staged = await phases.raw_enqueue(bench) if chosen & {"raw", "worker"} else []
+        steps = {
+            "api": lambda: submissions.api(bench),  # no bench worker: the API has the machine
+            "wrk": lambda: wrk.wrk(bench),
+            "batches": lambda: batches.batches(bench),
+            "latency": lambda: submissions.api_latency(bench),
+            "worker": lambda: phases.service_worker(bench, staged),
+            "ledger_off": lambda: phases.ledger_off(bench),
+            "sleep": lambda: phases.sleep_jobs(bench),
+            "stock": lambda: phases.stock_arq(bench),
+        }
+        for name, step in steps.items():
+            if name in chosen:
+                await step()
     if args.sweep_poll or args.sweep_max_jobs or args.sweep_only:
         await phases.sweep(bench)
 

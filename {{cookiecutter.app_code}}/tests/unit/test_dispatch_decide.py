@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from {{ cookiecutter.app_code }}.ledger.dispatch import Act, decide
+from {{ cookiecutter.app_code }}.ledger.dispatch import (
+    SWEEP_EVERY_S,
+    SWEEP_PAUSE_FACTOR,
+    Act,
+    decide,
+    pause_after,
+)
 from {{ cookiecutter.app_code }}.queue import Held, Holding
 
 CASES = [
@@ -48,3 +54,15 @@ def test_a_gave_up_row_says_why() -> None:
 
 def test_a_finished_row_carries_the_result() -> None:
     assert decide("api", Holding(Held.FINISHED, success=True, outcome={"a": 1})).detail == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("took", "pause"),
+    [(0.0, SWEEP_EVERY_S), (0.05, SWEEP_EVERY_S), (0.5, 5.0), (1.2, 12.0)],
+    ids=["no-sweep", "small-backlog", "large-backlog", "larger-backlog"],
+)
+def test_pause_after_a_sweep_grows_with_its_cost(took: float, pause: float) -> None:
+    """A cheap sweep repeats every SWEEP_EVERY_S; a costly one waits SWEEP_PAUSE_FACTOR times
+    its own length, so sweeping a large backlog cannot take most of the worker's CPU."""
+    assert SWEEP_PAUSE_FACTOR == 10.0
+    assert pause_after(took) == pytest.approx(pause)

@@ -54,6 +54,15 @@ def json_lines(*names: str) -> None:
                 handler.addFilter(TraceFields())
 
 
+def silence(name: str) -> None:
+    """No output at all from this logger (uvicorn's access log): without handlers uvicorn does
+    not even format its line (it checks `hasHandlers()` once per connection)."""
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = False
+
+
 def setup_logging(level: str = "INFO") -> logging.Logger:
     """Give the service's logger its own stderr handler (arq and uvicorn configure theirs)."""
     logger = logging.getLogger(APP_CODE)
