@@ -162,7 +162,7 @@ def finished_pair(
 
 
 def _filter(page: Page, *, prefix: str, status: str = "", function: str = "") -> None:
-    page.get_by_label("Job id starts with", exact=True).fill(prefix)
+    page.get_by_label("Job id", exact=True).fill(prefix)
     page.get_by_label("Status", exact=True).select_option(status)
     page.get_by_label("Function", exact=True).select_option(function)
     page.get_by_role("button", name="Filter").click()

@@ -120,6 +120,14 @@ def test_every_page_query_reads_an_index(settings: Settings, big_ledger: str) ->
             "rare status+function": {"status": "queued", "function": "noop"},
             "id prefix": {"id_prefix": big_ledger + "00042"},
             "status+function, page 2": {"status": "failed", "function": "noop", "before": cursor},
+            "exact id": {"job_id": big_ledger + "0004242"},
+            "oldest first": {"oldest_first": True},
+            "status, oldest first, page 2": {
+                "status": "failed",
+                "oldest_first": True,
+                "after": cursor,
+            },
+            "id prefix, oldest first": {"id_prefix": big_ledger + "00042", "oldest_first": True},
         }
         plans: list[tuple[str, sql.Composable, dict[str, Any]]] = [
             (name, *list_query(**kw, limit=50)) for name, kw in lists.items()
@@ -150,6 +158,8 @@ def test_page_loads_stay_fast_with_a_million_rows(page_api: httpx.Client, big_le
         "?function=noop",
         "?status=failed&function=noop",
         f"?q={big_ledger}00042",
+        f"?q={big_ledger}0004242&match=exact",
+        "?sort=oldest&status=failed",
         "?function=noop&before=" + _cursor(page_api),
     ]
     times: list[float] = []

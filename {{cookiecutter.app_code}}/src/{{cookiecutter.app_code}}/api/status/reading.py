@@ -39,57 +39,103 @@ REDIS_TIMEOUT = 2.0
 log = logging.getLogger(__name__)
 
 
+SORTS = ("newest", "oldest")  # by enqueue time; the first is the default
+MATCHES = ("prefix", "exact")  # how `q` matches job ids; the first is the default
+
+
 @dataclass
 class Filters:
-    """The page's query string, checked: bad values are dropped with a notice, never a 422."""
+    """The page's query string, checked: bad values are dropped with a notice, never a 422.
+
+    `q` matches job ids by prefix, or exactly with `match=exact`; `sort=oldest` lists oldest
+    first. The page cursor is `before` newest first and `after` oldest first."""
 
     status: str | None = None
     function: str | None = None
     q: str | None = None
-    before: Cursor | None = None
-    before_raw: str | None = None
+    match: str = MATCHES[0]
+    sort: str = SORTS[0]
+    cursor: Cursor | None = None
+    cursor_raw: str | None = None
     notices: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> Filters:
         f = cls()
-        status = params.get("status", "").strip()
-        if status in STATUSES:
-            f.status = status
-        elif status:
-            f.notices.append(f"Unknown status {status[:40]!r} ignored; use one of the list.")
-        function = params.get("function", "").strip()
-        if function in JOBS:
-            f.function = function
-        elif function:
-            f.notices.append(f"Unknown function {function[:40]!r} ignored; use one of the list.")
+        f.status = f._choice(params, "status", STATUSES, "status")
+        f.function = f._choice(params, "function", tuple(JOBS), "function")
+        f.match = f._choice(params, "match", MATCHES, "id match") or MATCHES[0]
+        f.sort = f._choice(params, "sort", SORTS, "order") or SORTS[0]
         q = params.get("q", "").strip()
         if q:
             f.q = q[:MAX_ID_PREFIX]
-        before = params.get("before", "").strip()
-        if before:
+        raw = params.get(f.cursor_name, "").strip()[:400]
+        if raw:
             try:
-                f.before = Cursor.decode(before[:400])
-                f.before_raw = before[:400]
+                f.cursor, f.cursor_raw = Cursor.decode(raw), raw
             except BadCursor:
-                f.notices.append("That page link is not valid any more; showing the newest jobs.")
+                f.notices.append(
+                    f"That page link is not valid any more; showing the {f.sort} jobs."
+                )
         return f
 
+    def _choice(
+        self, params: Mapping[str, str], name: str, allowed: tuple[str, ...], what: str
+    ) -> str | None:
+        value = params.get(name, "").strip()
+        if value in allowed:
+            return value
+        if value:
+            self.notices.append(f"Unknown {what} {value[:40]!r} ignored; use one of the list.")
+        return None
+
+    @property
+    def oldest_first(self) -> bool:
+        return self.sort == "oldest"
+
+    @property
+    def cursor_name(self) -> str:
+        return "after" if self.oldest_first else "before"
+
+    @property
+    def exact(self) -> bool:
+        return self.match == "exact"
+
     def query(self, *, page: bool = True, **change: str | None) -> str:
-        """The query string ('?a=b' or '') of these filters, with `change` applied."""
+        """The query string ('?a=b' or '') of these filters, with `change` applied (a changed
+        order starts at its first page)."""
         values: dict[str, str | None] = {
             "status": self.status,
             "function": self.function,
             "q": self.q,
-            "before": self.before_raw if page else None,
+            "match": self.match if self.q and self.exact else None,
+            "sort": None if self.sort == SORTS[0] else self.sort,
+            self.cursor_name: self.cursor_raw if page and "sort" not in change else None,
         }
         values.update(change)
+        if values.get("sort") == SORTS[0]:
+            values["sort"] = None
         pairs = {k: v for k, v in values.items() if v}
         return "?" + urlencode(pairs) if pairs else ""
+
+    def next_query(self, cursor: Cursor) -> str:
+        code = cursor.encode()
+        return self.query(after=code) if self.oldest_first else self.query(before=code)
 
     @property
     def active(self) -> bool:
         return bool(self.status or self.function or self.q)
+
+    def list_args(self) -> dict[str, Any]:
+        """list_jobs's keyword arguments for these filters."""
+        return {
+            "status": self.status,
+            "function": self.function,
+            "id_prefix": None if self.exact else self.q,
+            "job_id": self.q if self.exact else None,
+            "oldest_first": self.oldest_first,
+            self.cursor_name: self.cursor,
+        }
 
 
 def job_view(row: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -186,16 +232,9 @@ async def _database_part(
         async with page_reads(pool) as conn:
             ms = await _timed(get_one(conn, "health.ping"))
             part["counts"] = await read_counts(conn)
-            rows, nxt = await list_jobs(
-                conn,
-                status=filters.status,
-                function=filters.function,
-                id_prefix=filters.q,
-                before=filters.before,
-                limit=PAGE_SIZE,
-            )
+            rows, nxt = await list_jobs(conn, **filters.list_args(), limit=PAGE_SIZE)
             part["jobs"] = [job_view(r, now) for r in rows]
-            part["next_query"] = filters.query(before=nxt.encode()) if nxt else None
+            part["next_query"] = filters.next_query(nxt) if nxt else None
             await _last_runs(conn, part["schedules"], now)
     except DatabaseUnavailable as exc:
         log.warning("status page: %s", exc)
@@ -220,6 +259,8 @@ async def status_context(
         **base_context(request, settings, now),
         "filters": filters,
         "statuses": STATUSES,
+        "sorts": SORTS,
+        "matches": MATCHES,
         "functions": sorted(JOBS),
         "counts": None,
         "jobs": [],
