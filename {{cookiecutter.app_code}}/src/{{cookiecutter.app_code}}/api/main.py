@@ -27,9 +27,11 @@ from ..db.pool import InvalidValue
 from ..ledger.reads import page_database
 from ..ledger.submit import HandOver
 from ..queue import QueueUnavailable, client, redis_ok, where
+from .fast_path import FastSubmit
 from .middleware import BodySizeLimit, SecurityHeaders
 from .observe import install as install_observability
 from .observe import pool_watch, scrape_state
+from .responses import database_unavailable
 from .routes import batches, docs, health, jobs, login, metrics
 from .session import install as install_sessions
 from .status import routes as status
@@ -106,14 +108,7 @@ def create_app() -> FastAPI:
     @app.exception_handler(DatabaseUnavailable)
     async def _db_down(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
         log.warning("%s %s: %s", request.method, request.url.path, exc)
-        detail = "PostgreSQL is unavailable; retry later"
-        if request.method == "POST":
-            detail += " (the job was not accepted: submit it again under the same job id)"
-        return JSONResponse(
-            status_code=503,
-            content={"detail": detail},
-            headers={"Retry-After": "2"},
-        )
+        return database_unavailable(request.method)
 
     @app.exception_handler(QueueUnavailable)
     async def _queue_down(request: Request, exc: QueueUnavailable) -> JSONResponse:
@@ -153,6 +148,8 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(SecurityHeaders)
     install_observability(app)  # metrics and traces around everything else
+    # The plain valid submission, answered before all of the above (which it does itself).
+    app.add_middleware(FastSubmit, settings=settings)
     return app
 
 

@@ -19,3 +19,11 @@ def json_response(
     except orjson.JSONEncodeError:
         return JSONResponse(jsonable_encoder(content), status_code, headers=headers)
     return Response(body, status_code, headers=headers, media_type="application/json")
+
+
+def database_unavailable(method: str) -> JSONResponse:
+    """503 when PostgreSQL could not do what the request needed (for a POST: not accepted)."""
+    detail = "PostgreSQL is unavailable; retry later"
+    if method == "POST":
+        detail += " (the job was not accepted: submit it again under the same job id)"
+    return JSONResponse(status_code=503, content={"detail": detail}, headers={"Retry-After": "2"})

@@ -12,9 +12,10 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from ...db import get_one
+from ...db.pool import Pool
 from ...jobs import CRON_PREFIX, JOBS, Status
 from ...ledger.reads import BadCursor, Cursor, list_jobs
-from ...ledger.submit import DuplicateJob, submit
+from ...ledger.submit import DuplicateJob, HandOver, submit
 from ..deps import WRITE_REFUSALS, HandOverDep, PoolDep, read_route, require_write
 from ..responses import json_response
 from ..schemas import JOB_ID_PATTERN, JobPage, JobRecord, JobSubmit, Problem, errors_at
@@ -56,6 +57,14 @@ async def submit_job(body: JobSubmit, pool: PoolDep, hand_over: HandOverDep) -> 
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_ENTITY, detail=errors_at(exc, "body", "params")
         ) from None
+    return await accept(pool, hand_over, body, params)
+
+
+async def accept(
+    pool: Pool, hand_over: HandOver, body: JobSubmit, params: dict[str, Any]
+) -> Response:
+    """Commit a checked submission and say how it went: 202 with the record, or 409. Shared
+    with the hot path (api/fast_path.py), so both answer alike."""
     try:
         row = await submit(pool, hand_over, body.job_id, body.function, params)
     except DuplicateJob as exc:
