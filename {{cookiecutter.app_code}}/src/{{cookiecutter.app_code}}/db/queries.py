@@ -21,6 +21,18 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
             "RETURNING job_id, function, params, status, source, tries, enqueued_at, "
             "started_at, finished_at, result, error, worker_id, trace_id"
         ),
+        # Single submissions that arrived together, in one statement (ledger/group.py): the
+        # rows it inserted; an id the ledger held is not among them.
+        "job.insert_group": (
+            "INSERT INTO job (job_id, function, params, source, trace_id, span_id) "
+            "SELECT job_id, function, params, 'api', trace_id, span_id FROM unnest("
+            "%(job_ids)s::text[], %(functions)s::text[], %(params)s::jsonb[], "
+            "%(trace_ids)s::text[], %(span_ids)s::text[]) "
+            "AS submitted (job_id, function, params, trace_id, span_id) "
+            "ON CONFLICT (job_id) DO NOTHING "
+            "RETURNING job_id, function, params, status, source, tries, enqueued_at, "
+            "started_at, finished_at, result, error, worker_id, trace_id"
+        ),
         # A batch (POST /api/v1/batches) in one statement: the new rows, then those of the
         # ids the ledger held before it (their status says why they were refused). An id a
         # concurrent submission commits meanwhile is in neither (the caller asks again).

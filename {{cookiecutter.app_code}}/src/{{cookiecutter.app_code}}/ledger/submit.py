@@ -1,8 +1,9 @@
 """Submission: commit first, deliver after, off the request path.
 
 The ledger row commits before anything else happens, so a `202` means the job is durable and
-will run. The answer does not wait for Redis: the API process hands accepted jobs to Redis in
-the background (`HandOver`), every job that came in meanwhile in one round trip. If Redis is
+will run (concurrent submissions share one INSERT and its commit: ledger/group.py). The
+answer does not wait for Redis: the API process hands accepted jobs to Redis in the
+background (`HandOver`), every job that came in meanwhile in one round trip. If Redis is
 down, slow or loses them, or the API process dies first, the dispatcher (ledger/dispatch.py)
 delivers them from the ledger. So an answer never depends on Redis: `503` means PostgreSQL
 could not commit the row.
@@ -18,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg.types.json import Jsonb
 
 from ..core.config import Settings
@@ -28,6 +28,7 @@ from ..db import DatabaseUnavailable, execute_one, get_many, get_one
 from ..db.pool import Pool
 from ..queue import ArqRedis, QueueUnavailable, Submission, deliver_many, traced
 from .dispatch import channel
+from .group import Row, Taken, group_of
 
 log = logging.getLogger(__name__)
 
@@ -124,22 +125,10 @@ async def submit(
     """
     trace = current_ids()  # the request's span: the job's run is its child (core/tracing.py)
     trace_id, span_id = trace if trace else (None, None)
-    try:
-        row = await get_one(
-            db,
-            "job.insert",
-            {
-                "job_id": job_id,
-                "function": function,
-                "params": Jsonb(params),
-                "source": "api",
-                "trace_id": trace_id,
-                "span_id": span_id,
-            },
-        )
-    except psycopg.errors.UniqueViolation:
-        raise DuplicateJob(job_id, await status(db, job_id)) from None
-    assert row is not None
+    try:  # with the submissions that came in meanwhile, in one statement (ledger/group.py)
+        row = await group_of(db).insert(Row(job_id, function, params, trace_id, span_id))
+    except Taken as exc:
+        raise DuplicateJob(job_id, exc.status) from None
     hand_over.add(db, [(job_id, function, traced(params, current_traceparent()))])
     submitted(function)
     return row
