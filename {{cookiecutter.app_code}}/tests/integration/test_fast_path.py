@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
 
+APP = "{{ cookiecutter.app_code }}"
 TRACE_ID = "5bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 PATHS = {"fast": "application/json", "full": "application/json; charset=utf-8"}
@@ -28,10 +29,10 @@ def counts(api: httpx.Client, auth: dict[str, str]) -> dict[str, float]:
     found = {"submitted": 0.0, "202": 0.0, "409": 0.0}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == "{{ cookiecutter.app_code }}_jobs_submitted_total" and s.labels.get("function") == "hello":
+            if s.name == f"{APP}_jobs_submitted_total" and s.labels.get("function") == "hello":
                 found["submitted"] = s.value
             if (
-                s.name == "{{ cookiecutter.app_code }}_http_request_duration_seconds_count"
+                s.name == f"{APP}_http_request_duration_seconds_count"
                 and s.labels.get("route") == "/api/v1/jobs"
                 and s.labels.get("method") == "POST"
                 and s.labels.get("status") in ("202", "409")

@@ -23,12 +23,13 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         ),
         # Single submissions that arrived together, in one statement (ledger/group.py): the
         # rows it inserted; an id the ledger held is not among them.
+        # The rows come as one JSON array (`jsonb_to_recordset`): psycopg's dumping of a text[]
+        # or jsonb[] array escaped every element with a regex, most of the API's CPU a batch.
         "job.insert_group": (
             "INSERT INTO job (job_id, function, params, source, trace_id, span_id) "
-            "SELECT job_id, function, params, 'api', trace_id, span_id FROM unnest("
-            "%(job_ids)s::text[], %(functions)s::text[], %(params)s::jsonb[], "
-            "%(trace_ids)s::text[], %(span_ids)s::text[]) "
-            "AS submitted (job_id, function, params, trace_id, span_id) "
+            "SELECT job_id, function, coalesce(params, '{}'), 'api', trace_id, span_id "
+            "FROM jsonb_to_recordset(%(jobs)s) "
+            "AS submitted (job_id text, function text, params jsonb, trace_id text, span_id text) "
             "ON CONFLICT (job_id) DO NOTHING "
             "RETURNING job_id, function, params, status, source, tries, enqueued_at, "
             "started_at, finished_at, result, error, worker_id, trace_id"
@@ -38,12 +39,12 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         # concurrent submission commits meanwhile is in neither (the caller asks again).
         "job.insert_many": (
             "WITH new AS (INSERT INTO job (job_id, function, params, source, trace_id, span_id) "
-            "SELECT job_id, function, params, 'api', %(trace_id)s, %(span_id)s FROM unnest("
-            "%(job_ids)s::text[], %(functions)s::text[], %(params)s::jsonb[]) "
-            "AS batch (job_id, function, params) "
+            "SELECT job_id, function, coalesce(params, '{}'), 'api', %(trace_id)s, %(span_id)s "
+            "FROM jsonb_to_recordset(%(jobs)s) AS batch (job_id text, function text, params jsonb) "
             "ON CONFLICT (job_id) DO NOTHING RETURNING job_id) "
             "SELECT job_id, NULL::text AS status FROM new UNION ALL "
-            "SELECT job_id, status FROM job WHERE job_id = ANY(%(job_ids)s)"
+            "SELECT job_id, status FROM job WHERE job_id IN "
+            "(SELECT job_id FROM jsonb_to_recordset(%(jobs)s) AS batch (job_id text))"
         ),
         "job.statuses": "SELECT job_id, status FROM job WHERE job_id = ANY(%(job_ids)s)",
         "job.get": (

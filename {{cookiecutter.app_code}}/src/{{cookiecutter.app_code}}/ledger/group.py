@@ -127,11 +127,18 @@ async def insert_rows(pool: Pool, group: list[Row]) -> list[dict[str, Any]]:
         pool,
         "job.insert_group",
         {
-            "job_ids": [r.job_id for r in group],
-            "functions": [r.function for r in group],
-            "params": [Jsonb(r.params) for r in group],
-            "trace_ids": [r.trace_id for r in group],
-            "span_ids": [r.span_id for r in group],
+            "jobs": Jsonb(
+                [
+                    {
+                        "job_id": r.job_id,
+                        "function": r.function,
+                        "params": r.params,
+                        "trace_id": r.trace_id,
+                        "span_id": r.span_id,
+                    }
+                    for r in group
+                ]
+            )
         },
     )
 

@@ -156,9 +156,7 @@ async def submit_many(
         db,
         "job.insert_many",
         {
-            "job_ids": [job_id for job_id, _, _ in jobs],
-            "functions": [function for _, function, _ in jobs],
-            "params": [Jsonb(params) for _, _, params in jobs],
+            "jobs": Jsonb([{"job_id": i, "function": f, "params": p} for i, f, p in jobs]),
             "trace_id": trace_id,
             "span_id": span_id,
         },
