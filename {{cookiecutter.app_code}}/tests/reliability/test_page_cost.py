@@ -2,7 +2,9 @@
 
 With 1,000,000 ledger rows, a page load answers in under 300 ms (p90), and 20 page loads in a
 loop at once do not make one of 200 submissions fail: the page's counts come from maintained
-counters (`job_count`, V4), its lists from indexes, and its reads run on a pool of their own
+counters (`job_count`, V4), its charts from a per-minute rollup (`job_minute`, V9, filled here
+as a busy service fills it in the two days it keeps), its lists from indexes, and its reads
+run on a pool of their own
 under a statement timeout (api/status/reading.py, ledger/reads.py).
 
 The page needs a session: the loads go through `page_api` (logged in with API_READ_TOKEN
@@ -17,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -24,6 +27,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from {{ cookiecutter.app_code }}.api.status.minutes import window_start
 from {{ cookiecutter.app_code }}.core.config import Settings
 from {{ cookiecutter.app_code }}.db import query
 from {{ cookiecutter.app_code }}.ledger.reads import Cursor, list_query
@@ -58,6 +62,19 @@ FROM generate_series(1, %(rows)s) AS i,
 """
 
 
+# The charts' rollup of a busy service over the two days it keeps (jobs/cleanup.py): every
+# minute, 2 functions x 2 outcomes x 5 wait buckets x 4 writers' slots (230,400 rows). Its
+# slots (1000 on) are none a session takes (1..128), so the fill is deleted by them after.
+FILL_SLOT = 1000
+FILL_MINUTES = """
+INSERT INTO job_minute (minute, function, outcome, wait_bucket, slot, n)
+SELECT date_trunc('minute', now()) - m * interval '1 minute', f, o, b, %(slot)s + s, 1 + m %% 7
+FROM generate_series(0, 2 * 1440 - 1) AS m, unnest(ARRAY['hello', 'noop']) AS f,
+     unnest(ARRAY['succeeded', 'failed']) AS o, generate_series(3, 7) AS b,
+     generate_series(0, 3) AS s
+"""
+
+
 def _admin(settings: Settings) -> psycopg.Connection[tuple[object, ...]]:
     return psycopg.connect(
         host=settings.db_host,
@@ -78,13 +95,16 @@ def big_ledger(settings: Settings) -> Iterator[str]:
     with _admin(settings) as conn:
         start = time.monotonic()
         conn.execute(FILL, {"prefix": prefix, "rows": ROWS})
+        conn.execute(FILL_MINUTES, {"slot": FILL_SLOT})
         conn.execute("VACUUM ANALYZE job")
+        conn.execute("VACUUM ANALYZE job_minute")
         print(f"\n{ROWS:,} ledger rows inserted in {time.monotonic() - start:.1f} s")
     try:
         yield prefix
     finally:
         with _admin(settings) as conn:
             conn.execute("DELETE FROM job WHERE job_id LIKE %s", [prefix + "%"])
+            conn.execute("DELETE FROM job_minute WHERE slot >= %s", [FILL_SLOT])
             conn.execute("VACUUM ANALYZE job")
 
 
@@ -133,6 +153,10 @@ def test_every_page_query_reads_an_index(settings: Settings, big_ledger: str) ->
             (name, *list_query(**kw, limit=50)) for name, kw in lists.items()
         ]
         plans.append(("counts", sql.SQL(query("status.counts")), {}))
+        since = window_start(datetime.now(UTC))
+        for function in (None, "noop"):
+            charts = {"since": since, "function": function}
+            plans.append((f"charts ({function})", sql.SQL(query("status.minutes")), charts))
         plans.append(("cron last run", sql.SQL(query("cron.last_run")), {"prefix": "cron:%"}))
         for name, statement, params in plans:
             explain = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + statement
@@ -142,6 +166,7 @@ def test_every_page_query_reads_an_index(settings: Settings, big_ledger: str) ->
             nodes, ms = _nodes(plan["Plan"]), float(plan["Execution Time"])
             print(f"\n{name}: {ms:.2f} ms, {' > '.join(nodes)}", end="")
             assert "Seq Scan on job" not in nodes, (name, nodes)  # job_count: a few rows
+            assert "Seq Scan on job_minute" not in nodes, (name, nodes)
             assert ms < PLAN_LIMIT_MS, (name, ms, nodes)
 
 

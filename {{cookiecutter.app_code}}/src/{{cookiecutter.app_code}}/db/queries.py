@@ -115,6 +115,14 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
             "SELECT set_config('transaction_read_only', 'on', true), "
             "set_config('statement_timeout', %(ms)s, true)"
         ),
+        # The charts: the last hour of the per-minute rollup (V9__minute_stats.sql), summed
+        # over its slots; a range of its primary key, a few hundred rows whatever the ledger's
+        # size. %(function)s NULL: every function.
+        "status.minutes": (
+            "SELECT minute, outcome, wait_bucket, sum(n)::bigint AS n FROM job_minute "
+            "WHERE minute >= %(since)s AND (%(function)s::text IS NULL OR function = %(function)s) "
+            "GROUP BY minute, outcome, wait_bucket"
+        ),
         # The newest run of one cron job: ids are 'cron:<name>:<ms>', found through the
         # job_id text_pattern_ops index; the clean-up cron keeps these rows few (KEY_TTL).
         "cron.last_run": (
@@ -130,6 +138,9 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         "cleanup.cron_hello": (
             "DELETE FROM hello WHERE source = 'cron' "
             "AND run_at < now() - make_interval(secs => %(ttl_seconds)s)"
+        ),
+        "cleanup.minutes": (
+            "DELETE FROM job_minute WHERE minute < now() - make_interval(secs => %(keep_s)s)"
         ),
         # The hello job
         "hello.insert": (

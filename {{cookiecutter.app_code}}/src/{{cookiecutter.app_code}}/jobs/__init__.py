@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Final
 
 from . import cleanup, hello, noop
-from .base import CRON_PREFIX, STATUSES, Cron, JobSpec, Source, Status, job_source
+from .base import CRON_PREFIX, FINISHED, STATUSES, Cron, JobSpec, Source, Status, job_source
 
 JOBS: Final[Mapping[str, JobSpec]] = MappingProxyType(
     {spec.name: spec for spec in (hello.SPEC, cleanup.SPEC, noop.SPEC)}
@@ -38,6 +38,7 @@ def submittable(bench_job: bool = False) -> list[str]:
 __all__ = [
     "CRONS",
     "CRON_PREFIX",
+    "FINISHED",
     "JOBS",
     "STATUSES",
     "Cron",

@@ -16,6 +16,10 @@ Ctx = dict[str, Any]
 # A job's status in the ledger, from submission to its end.
 Status = Literal["queued", "in_progress", "succeeded", "failed"]
 STATUSES: Final[tuple[Status, ...]] = get_args(Status)
+# The statuses of a job not finished yet; every other one is an outcome (finished_at set), the
+# status page's charts show one series each.
+UNFINISHED: Final[tuple[Status, ...]] = ("queued", "in_progress")
+FINISHED: Final[tuple[Status, ...]] = tuple(s for s in STATUSES if s not in UNFINISHED)
 
 # Who made a job: a client through the API, or the worker's cron.
 Source = Literal["api", "cron"]

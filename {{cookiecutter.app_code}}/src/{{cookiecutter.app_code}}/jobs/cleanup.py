@@ -1,4 +1,5 @@
-"""Hourly clean-up: cron-made rows older than the key TTL, and their Redis keys.
+"""Hourly clean-up: cron-made rows older than the key TTL, and their Redis keys; the status
+page charts' per-minute rollup (job_minute, V9) older than MINUTES_KEPT_S.
 
 API-submitted jobs are kept: their ledger rows are what refuses a reused id for good. Rows
 that arq finished or Redis lost are the dispatcher's (ledger/dispatch.py), within seconds.
@@ -16,6 +17,9 @@ from ..queue import ArqRedis, forget_jobs
 from .base import Ctx, JobSpec, Params
 
 log = logging.getLogger(__name__)
+
+# The charts show the last hour; two days of minutes are kept for a look back with SQL.
+MINUTES_KEPT_S = 2 * 86400
 
 
 class CleanupParams(Params):
@@ -35,8 +39,14 @@ class CleanupJob:
         age = {"ttl_seconds": self.ttl_seconds}
         rows = await get_many(self.db, "cleanup.cron_jobs", age)
         hello_rows = await execute_one(self.db, "cleanup.cron_hello", age)
+        minute_rows = await execute_one(self.db, "cleanup.minutes", {"keep_s": MINUTES_KEPT_S})
         deleted = await forget_jobs(self.redis, [row["job_id"] for row in rows])
-        summary = {"ledger_rows": len(rows), "hello_rows": hello_rows, "redis_keys": deleted}
+        summary = {
+            "ledger_rows": len(rows),
+            "hello_rows": hello_rows,
+            "minute_rows": minute_rows,
+            "redis_keys": deleted,
+        }
         log.info("cleanup: %s", summary, extra={"job_id": self.job_id, "function": self.function})
         return summary
 

@@ -29,7 +29,9 @@ from ...db.pool import Pool
 from ...jobs import CRONS, JOBS, STATUSES
 from ...ledger.reads import BadCursor, Cursor, list_jobs, page_reads
 from ...queue import ArqRedis, next_run
+from .charts import charts
 from .formatting import base_context, pretty_json
+from .minutes import read_window
 
 PAGE_SIZE = 50
 MAX_WORKERS = 100
@@ -232,6 +234,7 @@ async def _database_part(
         async with page_reads(pool) as conn:
             ms = await _timed(get_one(conn, "health.ping"))
             part["counts"] = await read_counts(conn)
+            part["charts"] = charts(await read_window(conn, now, filters.function))
             rows, nxt = await list_jobs(conn, **filters.list_args(), limit=PAGE_SIZE)
             part["jobs"] = [job_view(r, now) for r in rows]
             part["next_query"] = filters.next_query(nxt) if nxt else None
@@ -263,6 +266,7 @@ async def status_context(
         "matches": MATCHES,
         "functions": sorted(JOBS),
         "counts": None,
+        "charts": None,
         "jobs": [],
         "next_query": None,
         "workers": None,
