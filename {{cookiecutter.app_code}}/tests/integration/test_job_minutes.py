@@ -123,8 +123,9 @@ async def test_the_api_role_reads_and_the_cleanup_deletes_old_minutes(
     async with database[Role.ADMIN].connection() as conn:
         await conn.execute(
             "INSERT INTO job_minute (minute, function, outcome, wait_bucket, slot, n) VALUES "
-            "(date_trunc('minute', now()) - make_interval(secs => %(old)s), %(f)s, 'failed', 3, 0, 1),"
-            "(date_trunc('minute', now()) - interval '1 hour', %(f)s, 'succeeded', 3, 0, 1)",
+            "(date_trunc('minute', now()) - make_interval(secs => %(old)s), %(f)s, 'failed', "
+            "3, 0, 1), (date_trunc('minute', now()) - interval '1 hour', %(f)s, 'succeeded', "
+            "3, 0, 1)",
             {"old": MINUTES_KEPT_S + 60, "f": function},
         )
     async with database[Role.APP].connection() as conn:

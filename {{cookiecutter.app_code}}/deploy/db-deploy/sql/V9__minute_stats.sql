@@ -43,14 +43,24 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Counted at the end of each statement from its transition tables, like V4's counters: one
--- small upsert for a single finish, one aggregate for a bulk update.
+-- small upsert for a single finish, one aggregate for a bulk update. A statement that finishes
+-- nothing (a job's start, a retry's requeue) leaves after one look at its new rows.
+--
+-- Write-side cost, measured with EXPLAIN ANALYZE of single-row updates (150 x 3 of each,
+-- interleaved, medians, on a loaded 2-core machine): a finish 0.25 -> 0.42 ms (the upsert; the
+-- index dropped below no longer costs it), a start 0.25 -> 0.26 ms. A row-level trigger with a
+-- WHEN clause cost the same per finish, but a bulk finish (cancelling thousands of jobs in one
+-- statement) would upsert the same rows once per job in one transaction.
 CREATE FUNCTION ${schema}.job_minute_on_finish() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    mine integer := coalesce(
-        nullif(current_setting('${schema}.job_count_slot', true), '')::integer,
-        ${schema}.job_count_slot());
+    mine integer;
 BEGIN
+    IF NOT EXISTS (SELECT FROM new_rows AS r WHERE r.finished_at IS NOT NULL) THEN
+        RETURN NULL;
+    END IF;
+    mine := coalesce(nullif(current_setting('${schema}.job_count_slot', true), '')::integer,
+                     ${schema}.job_count_slot());
     INSERT INTO ${schema}.job_minute AS m (minute, function, outcome, wait_bucket, slot, n)
     SELECT date_trunc('minute', r.finished_at), r.function, r.status,
            ${schema}.job_wait_bucket(extract(epoch FROM r.started_at - r.enqueued_at)::float8),

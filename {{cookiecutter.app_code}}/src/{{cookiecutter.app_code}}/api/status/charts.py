@@ -212,8 +212,7 @@ def wait_chart(window: Window) -> Chart:
             segments[-1].append(f"{cx},{cy}")
             last = i
             title = (
-                f"{minute.clock} UTC: queue wait {series} {span(value)} "
-                f"({minute.waited:,} jobs)"
+                f"{minute.clock} UTC: queue wait {series} {span(value)} ({minute.waited:,} jobs)"
             )
             points.append(Point(cx, cy, series, minute.iso, value, title))
         lines.append(Line(series, label, tuple(" ".join(s) for s in segments)))

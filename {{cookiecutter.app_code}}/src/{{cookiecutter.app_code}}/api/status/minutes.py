@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from ...db import get_many
@@ -153,5 +153,9 @@ def build_window(
 
 async def read_window(conn: Conn, now: datetime, function: str | None = None) -> Window:
     """The last WINDOW_MINUTES minutes of the rollup, for one function or all."""
-    params = {"since": window_start(now), "function": function}
-    return build_window(await get_many(conn, "status.minutes", params), now, function)
+    since = window_start(now)
+    if function is None:
+        rows = await get_many(conn, "status.minutes", {"since": since})
+    else:
+        rows = await get_many(conn, "status.minutes_of", {"since": since, "function": function})
+    return build_window(rows, now, function)
