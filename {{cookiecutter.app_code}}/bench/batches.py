@@ -29,11 +29,17 @@ async def batches(bench: Bench) -> None:
     with paused(pause):
         result = await accept(bench, chunks)
         began = time.perf_counter()
+        meter = api_meter(bench)
     result["stack_worker_paused"] = not isinstance(pause, NoPause)
     bench.results["batches"] = result
-    bench.results.setdefault("drain", {})["batch_jobs_stack_worker"] = await drained(
-        bench, ids, began
-    )
+    drain = await drained(bench, ids, began)
+    # The stack's worker (its dispatcher included), PostgreSQL and Redis, a job of the drain.
+    per_job = meter.per_job_ms(len(ids))
+    drain["cpu_ms_per_job"] = {
+        "workers": per_job.get("stack_worker"),
+        **{k: v for k, v in per_job.items() if k not in ("stack_worker", "api", "bench")},
+    }
+    bench.results.setdefault("drain", {})["batch_jobs_stack_worker"] = drain
 
 
 async def accept(bench: Bench, chunks: list[list[str]]) -> dict[str, Any]:
