@@ -50,3 +50,18 @@ async def test_a_value_postgresql_refuses_fails_only_its_own_submission(
     assert isinstance(answers[2], InvalidValue), answers[2]
     assert [a["job_id"] for a in answers if isinstance(a, dict)] == ids
     assert await ledger_ids(database, [*ids, bad]) == sorted(ids)
+
+
+async def test_a_submission_that_went_away_leaves_the_others_their_answers(
+    database: Database, job_id: Callable[[str], str]
+) -> None:
+    ids = [job_id(f"groupgone{n}") for n in range(3)]
+    inserts = GroupInsert(database[Role.APP])
+    tasks = [asyncio.create_task(inserts.insert(Row(i, "noop", {}, None, None))) for i in ids]
+    await asyncio.sleep(0)  # all three wait for their statement
+    tasks[1].cancel()
+    answers = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(answers[1], asyncio.CancelledError)
+    assert [answers[0]["job_id"], answers[2]["job_id"]] == [ids[0], ids[2]]  # type: ignore[index]
+    # Its row went with the group all the same, as a request cut off mid-insert may commit.
+    assert await ledger_ids(database, ids) == sorted(ids)

@@ -103,7 +103,8 @@ class GroupInsert:
         try:
             await settle(self.pool, [row], await insert_rows(self.pool, [row]))
         except Exception as exc:
-            row.done.set_exception(exc)
+            if not row.done.done():  # (a request that went away has cancelled its future)
+                row.done.set_exception(exc)
 
 
 def take(pending: list[Row]) -> list[Row]:
