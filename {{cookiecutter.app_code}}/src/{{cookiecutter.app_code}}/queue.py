@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import orjson
 import redis.exceptions
 from arq import Retry as RunAgain
 from arq import cron, func
@@ -67,6 +68,17 @@ def _json_default(value: Any) -> Any:
 def serialize(obj: Any) -> bytes:
     """JSON, not arq's default pickle: whoever can write to Redis must not run code here."""
     return json.dumps(obj, default=_json_default, separators=(",", ":")).encode()
+
+
+def serialize_fast(obj: Any) -> bytes:
+    """`serialize` with orjson (a tenth of the API's CPU a batch job went to the standard
+    library's encoder), for the hand-over's payloads: their params committed to jsonb first, so
+    they hold no NaN, which orjson would write as null. What orjson refuses (an integer beyond
+    64 bits) goes through `serialize`. Either way plain JSON that `deserialize` reads."""
+    try:
+        return orjson.dumps(obj, default=_json_default)
+    except orjson.JSONEncodeError:
+        return serialize(obj)
 
 
 def deserialize(data: bytes) -> Any:
@@ -325,7 +337,9 @@ async def deliver_many(arq: ArqRedis, settings: Settings, jobs: Sequence[Submiss
         for attempt in (1, 2):
             async with arq.pipeline(transaction=False) as pipe:
                 for job_id, function, params in jobs:
-                    payload = serialize_job(function, (), params, None, now, serializer=serialize)
+                    payload = serialize_job(
+                        function, (), params, None, now, serializer=serialize_fast
+                    )
                     keys = (
                         job_key_prefix + job_id,
                         result_key_prefix + job_id,

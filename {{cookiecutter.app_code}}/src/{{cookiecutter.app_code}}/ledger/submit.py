@@ -12,6 +12,7 @@ could not commit the row.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -174,8 +175,8 @@ async def submit_many(
     hand_over.add(
         db, [(i, function, traced(params, traceparent)) for i, function, params in accepted]
     )
-    for _, function, _ in accepted:
-        submitted(function)
+    for function, n in collections.Counter(function for _, function, _ in accepted).items():
+        submitted(function, n)  # once a function, not once a job (9% of a batch's CPU)
     return outcome
 
 
