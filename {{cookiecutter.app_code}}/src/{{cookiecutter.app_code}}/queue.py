@@ -24,6 +24,7 @@ from arq import Retry as RunAgain
 from arq import cron, func
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import (
+    abort_jobs_ss,
     in_progress_key_prefix,
     job_key_prefix,
     result_key_prefix,
@@ -43,6 +44,15 @@ from .core.config import Settings
 # The job's trace context (a W3C traceparent) rides beside its params under this key, which no
 # params model can declare (a leading underscore); the worker takes it out before the params.
 TRACE_KWARG = "_traceparent"
+# A job run again by a retry (POST .../retry) carries the retry's time (retry_marker) under
+# this key, so that arq's result of an earlier run (same id) is told from the retry's own.
+RETRY_KWARG = "_retry"
+
+
+def retry_marker(enqueued_at: datetime) -> str:
+    """What a retried job's runs carry: the ledger's enqueued_at of the retry, in UTC."""
+    return enqueued_at.astimezone(UTC).isoformat()
+
 
 T = TypeVar("T")
 
@@ -271,6 +281,7 @@ class Holding:
     success: bool | None = None  # FINISHED: how arq's run ended
     outcome: Any = None  # FINISHED: the job's return value, or the error as text
     expired: bool = False  # FINISHED: arq found the job key gone when it came to run it
+    retry: str | None = None  # FINISHED: the run's RETRY_KWARG (None: not a retry's run)
 
 
 async def deliver(
@@ -389,7 +400,14 @@ def _finished(raw: bytes) -> Holding:
         return Holding(Held.FINISHED, success=False, outcome="arq's result could not be read")
     # arq's run_job: a job whose key was gone when a worker came to run it.
     expired = not info.success and info.function == "<unknown>"
-    return Holding(Held.FINISHED, success=info.success, outcome=info.result, expired=expired)
+    retry = info.kwargs.get(RETRY_KWARG) if isinstance(info.kwargs, dict) else None
+    return Holding(
+        Held.FINISHED,
+        success=info.success,
+        outcome=info.result,
+        expired=expired,
+        retry=retry if isinstance(retry, str) else None,
+    )
 
 
 async def requeue(arq: ArqRedis, queue_name: str, job_id: str, enqueued_at: datetime) -> None:
@@ -398,8 +416,56 @@ async def requeue(arq: ArqRedis, queue_name: str, job_id: str, enqueued_at: date
 
 
 async def forget_result(arq: ArqRedis, job_id: str) -> None:
-    """Drop arq's result of a job (its "job expired" record) so it can be delivered again."""
-    await arq.delete(result_key_prefix + job_id)
+    """Drop what arq keeps of a finished job (its result, try count, any abort request) so it
+    can be delivered again and run from its first try."""
+    async with arq.pipeline(transaction=False) as pipe:
+        pipe.delete(result_key_prefix + job_id, retry_key_prefix + job_id)
+        pipe.zrem(abort_jobs_ss, job_id)
+        await pipe.execute()
+
+
+# Clear arq's traces of a job's earlier runs before it runs again under its id: its result
+# and try count always; an abort request only when no worker still holds a run of it (a
+# cancelled run still stopping must stop).
+CLEAR_FOR_RERUN = """
+for i, id in ipairs(ARGV) do
+  redis.call('DEL', KEYS[1] .. id, KEYS[2] .. id)
+  if redis.call('EXISTS', KEYS[3] .. id) == 0 then
+    redis.call('ZREM', KEYS[4], id)
+  end
+end
+return #ARGV
+"""
+
+
+async def clear_for_rerun(arq: ArqRedis, job_ids: Sequence[str]) -> None:
+    """Make arq accept `job_ids` again (see CLEAR_FOR_RERUN); raises QueueUnavailable."""
+    keys = [result_key_prefix, retry_key_prefix, in_progress_key_prefix, abort_jobs_ss]
+    try:
+        await arq.eval(CLEAR_FOR_RERUN, len(keys), *keys, *job_ids)  # type: ignore[misc]
+    except (OSError, redis.exceptions.RedisError) as exc:
+        raise QueueUnavailable(f"Redis did not clear the jobs' earlier runs: {exc}") from exc
+
+
+async def drop_queued(arq: ArqRedis, queue_name: str, job_id: str) -> None:
+    """A cancelled job that has not started: out of the queue, its definition gone, so no
+    worker claims it (one that claimed it already finds the ledger's cancel)."""
+    try:
+        async with arq.pipeline(transaction=True) as pipe:
+            pipe.zrem(queue_name, job_id)
+            pipe.delete(job_key_prefix + job_id)
+            await pipe.execute()
+    except (OSError, redis.exceptions.RedisError) as exc:
+        raise QueueUnavailable(f"Redis did not drop the job: {exc}") from exc
+
+
+async def abort(arq: ArqRedis, job_id: str) -> None:
+    """Ask the worker running `job_id` to cancel it (arq's Job.abort, without waiting): each
+    worker reads arq's abort set every poll and cancels the runs it holds."""
+    try:
+        await arq.zadd(abort_jobs_ss, {job_id: timestamp_ms()})
+    except (OSError, redis.exceptions.RedisError) as exc:
+        raise QueueUnavailable(f"Redis did not take the abort: {exc}") from exc
 
 
 async def forget_jobs(arq: ArqRedis, job_ids: list[str], batch: int = 500) -> int:

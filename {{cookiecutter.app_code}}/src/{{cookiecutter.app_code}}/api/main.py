@@ -32,7 +32,7 @@ from .middleware import BodySizeLimit, SecurityHeaders
 from .observe import install as install_observability
 from .observe import pool_watch, scrape_state
 from .responses import database_unavailable
-from .routes import batches, docs, health, jobs, login, metrics
+from .routes import batches, control, docs, health, jobs, login, metrics
 from .session import install as install_sessions
 from .status import routes as status
 from .status.formatting import STATIC_DIR
@@ -95,6 +95,7 @@ def create_app() -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(control.router)
     app.include_router(batches.router)
     app.include_router(status.router)
     app.include_router(login.router)

@@ -151,13 +151,33 @@ def _check_text(text: str) -> None:
         ) from None
 
 
+class Attempt(BaseModel):
+    """One run of a job, as the ledger recorded it."""
+
+    attempt: int = Field(description="The run's number: 1 for the first, counting retries.")
+    started_at: datetime | None
+    finished_at: datetime | None = Field(description="Null while it runs.")
+    outcome: Literal["running", "succeeded", "failed", "retrying", "interrupted", "cancelled"] = (
+        Field(
+            description="`retrying`: it raised and its retry policy runs it again; "
+            "`interrupted`: the worker stopped mid-run (arq runs it again); `cancelled`: "
+            "POST .../cancel stopped it."
+        )
+    )
+    error: str | None = Field(description="What the run raised (its traceback), if it did.")
+    worker_id: str | None = Field(description="host:pid of the worker that ran it.")
+
+
 class JobRecord(BaseModel):
     job_id: str
     function: str
     params: dict[str, Any]
-    status: Status
+    status: Status = Field(
+        description="queued, in_progress, succeeded, failed or cancelled (POST .../cancel; "
+        "POST .../retry queues a failed or cancelled job again)."
+    )
     source: Source
-    tries: int
+    tries: int = Field(description="How many times the job has started (retries included).")
     enqueued_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -168,6 +188,11 @@ class JobRecord(BaseModel):
         None,
         description="OpenTelemetry trace id (32 hex digits) of the submission and the job's "
         "runs: the submitting request's `traceparent`, or the trace the API started",
+    )
+    attempts: list[Attempt] = Field(
+        default_factory=list,
+        description="Every run, oldest first, each with its own error (jobs recorded before "
+        "the ledger kept attempts have none).",
     )
 
 

@@ -19,7 +19,7 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
             "VALUES (%(job_id)s, %(function)s, %(params)s, %(source)s, %(trace_id)s, "
             "%(span_id)s) "
             "RETURNING job_id, function, params, status, source, tries, enqueued_at, "
-            "started_at, finished_at, result, error, worker_id, trace_id"
+            "started_at, finished_at, result, error, worker_id, trace_id, attempts"
         ),
         # Single submissions that arrived together, in one statement (ledger/group.py): the
         # rows it inserted; an id the ledger held is not among them.
@@ -49,47 +49,77 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         "job.statuses": "SELECT job_id, status FROM job WHERE job_id = ANY(%(job_ids)s)",
         "job.get": (
             "SELECT job_id, function, params, status, source, tries, enqueued_at, started_at, "
-            "finished_at, result, error, worker_id, trace_id FROM job WHERE job_id = %(job_id)s"
+            "finished_at, result, error, worker_id, trace_id, attempts FROM job "
+            "WHERE job_id = %(job_id)s"
         ),
         # A worker starts a job. The upsert also records cron jobs and any job whose API
         # transaction has not committed yet (the insert waits on the row, then updates it).
         "job.start": (
             "INSERT INTO job (job_id, function, params, source, status, tries, enqueued_at, "
-            "started_at, worker_id, trace_id) "
+            "started_at, worker_id, trace_id, attempts) "
             "VALUES (%(job_id)s, %(function)s, %(params)s, %(source)s, 'in_progress', %(tries)s, "
-            "%(enqueued_at)s, now(), %(worker_id)s, %(trace_id)s) "
-            "ON CONFLICT (job_id) DO UPDATE SET status = 'in_progress', tries = EXCLUDED.tries, "
+            "%(enqueued_at)s, now(), %(worker_id)s, %(trace_id)s, "
+            "job_attempt_begin('[]', %(tries)s, %(worker_id)s)) "
+            "ON CONFLICT (job_id) DO UPDATE SET "
+            # A cancelled job is not started: the statement fails (V7__job_control.sql).
+            "status = CASE WHEN job.status = 'cancelled' THEN job_refuse_start(job.job_id) "
+            "ELSE 'in_progress' END, tries = coalesce(job.tries_base, 0) + EXCLUDED.tries, "
             "started_at = now(), finished_at = NULL, error = NULL, worker_id = EXCLUDED.worker_id, "
-            "trace_id = coalesce(job.trace_id, EXCLUDED.trace_id)"
+            "trace_id = coalesce(job.trace_id, EXCLUDED.trace_id), "
+            "attempts = job_attempt_begin(job.attempts, "
+            "coalesce(job.tries_base, 0) + EXCLUDED.tries, EXCLUDED.worker_id)"
         ),
+        # A run's end is recorded only while the row says it is running: a job cancelled (or
+        # retried) meanwhile keeps what the cancel (or retry) wrote.
         "job.succeed": (
             "UPDATE job SET status = 'succeeded', result = %(result)s, error = NULL, "
-            "finished_at = now() WHERE job_id = %(job_id)s"
+            "finished_at = now(), attempts = job_attempt_end(attempts, 'succeeded', NULL) "
+            "WHERE job_id = %(job_id)s AND status = 'in_progress'"
         ),
         "job.fail": (
-            "UPDATE job SET status = 'failed', error = %(error)s, finished_at = now() "
-            "WHERE job_id = %(job_id)s"
+            "UPDATE job SET status = 'failed', error = %(error)s, finished_at = now(), "
+            "attempts = job_attempt_end(attempts, 'failed', %(error)s) "
+            "WHERE job_id = %(job_id)s AND status = 'in_progress'"
         ),
-        # A retry is coming (arq will run the job again): back to queued, keep the error seen.
+        # The run ends and arq will run the job again (a retry, or the worker shutting down):
+        # back to queued, keep the error seen; the attempt ends with `outcome`.
         "job.requeue": (
-            "UPDATE job SET status = 'queued', error = %(error)s WHERE job_id = %(job_id)s"
+            "UPDATE job SET status = 'queued', error = %(error)s, "
+            "attempts = job_attempt_end(attempts, %(outcome)s, %(error)s) "
+            "WHERE job_id = %(job_id)s AND status = 'in_progress'"
+        ),
+        # Cancel and retry (ledger/control.py): the API role may not UPDATE job; these
+        # SECURITY DEFINER functions (V7__job_control.sql) change only what they must.
+        "job.cancel": "SELECT job_id, previous, status FROM cancel_job(%(job_id)s)",
+        "job.retry": (
+            "SELECT job_id, function, params, previous, status, enqueued_at, trace_id, span_id "
+            "FROM retry_jobs(%(job_ids)s::text[])"
+        ),
+        "job.failed_ids": (
+            "SELECT job_id FROM job WHERE status = 'failed' "
+            "AND (%(function)s::text IS NULL OR function = %(function)s) "
+            "AND (%(prefix)s::text IS NULL OR job_id LIKE %(prefix)s) "
+            "AND (%(job_id)s::text IS NULL OR job_id = %(job_id)s) "
+            "ORDER BY enqueued_at, job_id LIMIT %(limit)s"
         ),
         # The dispatcher (ledger/dispatch.py): unfinished rows, oldest first, one page at a time
         # (job_unfinished_idx), and the outcomes it settles from what arq kept. A settle never
         # overwrites an end the worker recorded itself.
         "dispatch.unfinished": (
-            "SELECT job_id, function, params, status, source, enqueued_at, trace_id, span_id "
-            "FROM job WHERE status IN ('queued', 'in_progress') "
+            "SELECT job_id, function, params, status, source, enqueued_at, trace_id, span_id, "
+            "tries_base FROM job WHERE status IN ('queued', 'in_progress') "
             "AND (enqueued_at, job_id) > (%(after_at)s, %(after_id)s) "
             "AND enqueued_at < now() - make_interval(secs => %(min_age_s)s) "
             "ORDER BY enqueued_at, job_id LIMIT %(limit)s"
         ),
         "dispatch.settle_succeeded": (
             "UPDATE job SET status = 'succeeded', result = %(result)s, error = NULL, "
-            "finished_at = now() WHERE job_id = %(job_id)s AND status IN ('queued', 'in_progress')"
+            "finished_at = now(), attempts = job_attempt_end(attempts, 'succeeded', NULL) "
+            "WHERE job_id = %(job_id)s AND status IN ('queued', 'in_progress')"
         ),
         "dispatch.settle_failed": (
-            "UPDATE job SET status = 'failed', error = %(error)s, finished_at = now() "
+            "UPDATE job SET status = 'failed', error = %(error)s, finished_at = now(), "
+            "attempts = job_attempt_end(attempts, 'failed', %(error)s) "
             "WHERE job_id = %(job_id)s AND status IN ('queued', 'in_progress')"
         ),
         # The API wakes the dispatchers when it could not hand a job to Redis itself.

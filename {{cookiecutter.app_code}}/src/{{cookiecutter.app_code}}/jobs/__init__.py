@@ -14,7 +14,17 @@ from types import MappingProxyType
 from typing import Final
 
 from . import cleanup, hello, noop
-from .base import CRON_PREFIX, FINISHED, STATUSES, Cron, JobSpec, Source, Status, job_source
+from .base import (
+    CRON_PREFIX,
+    FINISHED,
+    STATUSES,
+    Cron,
+    JobSpec,
+    RetryPolicy,
+    Source,
+    Status,
+    job_source,
+)
 
 JOBS: Final[Mapping[str, JobSpec]] = MappingProxyType(
     {spec.name: spec for spec in (hello.SPEC, cleanup.SPEC, noop.SPEC)}
@@ -43,6 +53,7 @@ __all__ = [
     "STATUSES",
     "Cron",
     "JobSpec",
+    "RetryPolicy",
     "Source",
     "Status",
     "job_source",

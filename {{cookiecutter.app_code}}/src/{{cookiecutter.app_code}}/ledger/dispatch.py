@@ -11,7 +11,11 @@ are not finished and compares each with what arq holds for it:
   its old place in the queue; a cron run is settled `failed` (the next tick runs anyway);
 - arq holds a job key but no queue entry and no claim: the entry is put back;
 - arq finished it and the ledger does not say so (the worker could not record the end, or
-  arq gave up after WORKER_MAX_TRIES): the ledger is settled with arq's outcome.
+  arq gave up after WORKER_MAX_TRIES): the ledger is settled with arq's outcome;
+- arq's result is of a run before the job was retried (POST .../retry; the run's RETRY_KWARG
+  is not the row's retry_marker): it is dropped and the job delivered again.
+
+A cancelled row is finished: it is never delivered again.
 
 It sweeps every SWEEP_EVERY_S, and at once when the API says (NOTIFY) that it could not hand
 a job over. Delivery is arq's own idempotent enqueue, so two dispatchers, or a dispatcher and
@@ -38,6 +42,7 @@ from ..core.tracing import traceparent
 from ..db import get_many, put_many
 from ..db.pool import Pool, Role, conninfo
 from ..queue import (
+    RETRY_KWARG,
     ArqRedis,
     Held,
     Holding,
@@ -46,6 +51,7 @@ from ..queue import (
     forget_result,
     holdings,
     requeue,
+    retry_marker,
 )
 from .writer import DB_ERRORS
 
@@ -87,12 +93,15 @@ class Decision:
     detail: Any = None  # SUCCEEDED: the result; FAILED: the reason
 
 
-def decide(source: str, holding: Holding) -> Decision:
-    """What to do about one unfinished ledger row, from what arq holds for it."""
+def decide(source: str, holding: Holding, marker: str | None = None) -> Decision:
+    """What to do about one unfinished ledger row, from what arq holds for it (`marker`: the
+    row's retry_marker, which its runs carry; None for a row never retried)."""
     if holding.held is Held.QUEUED:
         return Decision(Act.NOTHING)
     if holding.held is Held.ORPHAN:
         return Decision(Act.REQUEUE)
+    if holding.held is Held.FINISHED and holding.retry != marker:
+        return Decision(Act.FORGET_AND_DELIVER)  # an earlier run's result: run the retry
     if holding.held is Held.FINISHED and not holding.expired:
         if holding.success:
             return Decision(Act.SUCCEEDED, holding.outcome)
@@ -207,7 +216,7 @@ class Dispatcher:
         settle_failed: list[dict[str, Any]] = []
         for row in rows:
             job_id = row["job_id"]
-            decision = decide(row["source"], held[job_id])
+            decision = decide(row["source"], held[job_id], _marker(row))
             if decision.act is Act.SUCCEEDED:
                 settle_ok.append({"job_id": job_id, "result": Jsonb(decision.detail)})
             elif decision.act is Act.FAILED:
@@ -227,6 +236,9 @@ class Dispatcher:
     async def _deliver(self, row: dict[str, Any]) -> int:
         enqueued_at: datetime = row["enqueued_at"]
         params = row["params"] if isinstance(row["params"], dict) else {}
+        marker = _marker(row)
+        if marker is not None:
+            params = {**params, RETRY_KWARG: marker}
         return int(
             await deliver(
                 self.arq,
@@ -238,6 +250,11 @@ class Dispatcher:
                 traceparent=traceparent(row.get("trace_id"), row.get("span_id")),
             )
         )
+
+
+def _marker(row: dict[str, Any]) -> str | None:
+    """The retry_marker a retried row's runs carry (None: never retried)."""
+    return None if row.get("tries_base") is None else retry_marker(row["enqueued_at"])
 
 
 def pause_after(took: float) -> float:

@@ -12,6 +12,11 @@ PostgreSQL away is not the job's fault, so it never costs the job a try:
 - the end cannot be recorded: the job waits (END_PATIENCE_S), then hands its outcome to arq,
   whose result the dispatcher (ledger/dispatch.py) records once PostgreSQL is back.
 Each wait ends before arq's timeout for the run would cancel it (ARQ_TIMEOUT_MARGIN_S).
+
+Job control (ledger/control.py): a job cancelled before its start is not run (the start
+statement fails: JobCancelled); one cancelled while running is cancelled by arq's abort, and
+its end is not recorded over the cancel. An ordinary exception is retried as the job's
+RetryPolicy says (arq's Retry with a defer), while arq's try is below WORKER_MAX_TRIES.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from opentelemetry.trace import SpanKind
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
@@ -35,7 +41,7 @@ from ..core.tracing import context_of, current_ids, tracer
 from ..db.pool import dead_link_timeout
 from ..jobs import JobSpec, job_source
 from ..jobs.base import Ctx
-from ..queue import TRACE_KWARG, JobCoroutine, RunAgain, give_back_try
+from ..queue import RETRY_KWARG, TRACE_KWARG, JobCoroutine, RunAgain, give_back_try
 from .writer import DB_ERRORS, LedgerWriter
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,10 @@ def backoff(job_try: int) -> float:
     return float(min(BACKOFF_CAP_S, 2 ** max(0, job_try - 1)))
 
 
+class JobCancelled(Exception):
+    """The job was cancelled before this run could start: it is not run (nor retried)."""
+
+
 def ledger_writer(ctx: Ctx) -> LedgerWriter:
     """The worker's writer (made by on_startup; made here when a test runs a job without it)."""
     writer = ctx.get("ledger")
@@ -92,6 +102,7 @@ def tracked(spec: JobSpec) -> JobCoroutine:
         if args:
             raise TypeError(f"{spec.name} takes keyword params only, got {len(args)} positional")
         parent = context_of(raw.pop(TRACE_KWARG, None))
+        raw.pop(RETRY_KWARG, None)  # the dispatcher's marker (queue.py), not a param
         job_id: str = ctx["job_id"]
         attributes = {"job.id": job_id, "job.function": spec.name, "job.try": ctx["job_try"]}
         with (
@@ -124,6 +135,9 @@ def _outcome(ctx: Ctx, function: str) -> Iterator[None]:
     except RunAgain:
         outcome = "retried"
         raise
+    except JobCancelled:
+        outcome = "cancelled"
+        raise
     except Exception:
         outcome = "failed"
         raise
@@ -137,20 +151,26 @@ async def _tracked(ctx: Ctx, spec: JobSpec, raw: dict[str, Any]) -> Any:
     ledger = ledger_writer(ctx)
     left = _time_left(ctx["settings"])
     trace = current_ids()
-    started = await ledger.write_patiently(
-        "job.start",
-        {
-            "job_id": job_id,
-            "function": spec.name,
-            "params": Jsonb(raw),
-            "source": job_source(job_id),
-            "tries": ctx["job_try"],
-            "enqueued_at": ctx["enqueue_time"],
-            "worker_id": ctx["worker_id"],
-            "trace_id": trace[0] if trace else None,
-        },
-        within=left(START_PATIENCE_S),
-    )
+    try:
+        started = await ledger.write_patiently(
+            "job.start",
+            {
+                "job_id": job_id,
+                "function": spec.name,
+                "params": Jsonb(raw),
+                "source": job_source(job_id),
+                "tries": ctx["job_try"],
+                "enqueued_at": ctx["enqueue_time"],
+                "worker_id": ctx["worker_id"],
+                "trace_id": trace[0] if trace else None,
+            },
+            within=left(START_PATIENCE_S),
+        )
+    except psycopg.errors.RaiseException as exc:
+        if exc.diag.message_hint != "job_cancelled":
+            raise
+        log.info("job %s: cancelled before it started; not run", job_id)
+        raise JobCancelled(f"job {job_id} was cancelled before it started") from None
     if not started:
         raise await _put_back(ctx, "PostgreSQL unavailable, the start was not recorded")
     result = await _run(ctx, spec, ledger, raw, left)
@@ -189,8 +209,11 @@ async def _run(
         async with asyncio.timeout(ctx["settings"].worker_job_timeout):
             return await spec.run(ctx, params)
     except asyncio.CancelledError:
-        # The worker is shutting down: arq puts the job back in the queue.
-        await asyncio.shield(_record(ledger, "job.requeue", job_id, "interrupted by shutdown"))
+        # The worker is shutting down (arq puts the job back in the queue), or the job was
+        # cancelled (arq's abort): the row, if still in_progress, goes back to queued.
+        await asyncio.shield(
+            _record(ledger, "job.requeue", job_id, "interrupted: shutdown or cancel", "interrupted")
+        )
         raise
     except DB_ERRORS as exc:
         ledger.lost(exc)
@@ -204,12 +227,31 @@ async def _run(
         await _record(ledger, "job.requeue", job_id, repr(exc))
         raise
     except Exception as exc:
+        again = _retry_delay(ctx, spec, exc)
+        if again is not None:
+            log.warning("job %s: %r; retry in %.2f s (its retry policy)", job_id, exc, again)
+            await _record(ledger, "job.requeue", job_id, _describe(exc))
+            raise RunAgain(defer=again) from exc
         ctx["stats"]["failed"] += 1
         if not await ledger.write_patiently(
             "job.fail", {"job_id": job_id, "error": _describe(exc)}, within=left(END_PATIENCE_S)
         ):
             log.warning("job %s: failed; PostgreSQL unavailable, the dispatcher records it", job_id)
         raise
+
+
+def _retry_delay(ctx: Ctx, spec: JobSpec, exc: Exception) -> float | None:
+    """Seconds before the next run of a job whose run raised `exc`, or None: fail for good.
+
+    The policy's retries count arq's tries of this delivery (a retry through the API starts
+    again at 1), and never beyond WORKER_MAX_TRIES: arq would refuse that run anyway."""
+    policy = spec.retry
+    job_try: int = ctx["job_try"]
+    if isinstance(exc, ValidationError) or not policy.retries_on(exc):
+        return None
+    if job_try > policy.retries or job_try >= ctx["settings"].worker_max_tries:
+        return None
+    return policy.delay(job_try)
 
 
 def _describe(exc: BaseException) -> str:
@@ -220,11 +262,13 @@ def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
 
 
-async def _record(ledger: LedgerWriter, name: str, job_id: str, error: str) -> None:
-    """Best effort: a status hint (back to `queued`) must not hide the job's own outcome; the
-    next start overwrites it anyway."""
+async def _record(
+    ledger: LedgerWriter, name: str, job_id: str, error: str, outcome: str = "retrying"
+) -> None:
+    """Best effort: a status hint (back to `queued`, the attempt's end) must not hide the
+    job's own outcome; the next start overwrites it anyway."""
     try:
-        await ledger.write(name, {"job_id": job_id, "error": error})
+        await ledger.write(name, {"job_id": job_id, "error": error, "outcome": outcome})
     except DB_ERRORS as exc:
         ledger.lost(exc)
         log.warning("job %s: could not record %s: %s", job_id, name, exc)

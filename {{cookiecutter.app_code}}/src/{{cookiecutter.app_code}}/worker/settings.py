@@ -163,6 +163,8 @@ def worker_settings(settings: Settings) -> type:
         max_jobs = settings.worker_max_jobs
         job_timeout = timeout_s
         max_tries = settings.worker_max_tries
+        # POST /api/v1/jobs/{id}/cancel aborts a running job through arq's abort set.
+        allow_abort_jobs = True
         keep_result = settings.key_ttl_seconds
         expires_extra_ms = settings.key_ttl_seconds * 1000
         health_check_interval = settings.worker_health_check_interval
