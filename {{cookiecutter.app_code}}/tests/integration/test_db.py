@@ -84,8 +84,21 @@ async def test_put_many_get_one_get_many_execute_one(database: Database, rows: l
     queued = [c["n"] for c in counts if (c["function"], c["status"]) == ("hello", "queued")]
     assert queued and queued[0] >= 3, counts
 
-    touched = await execute_one(data, "job.succeed", {"job_id": rows[0], "result": Jsonb({})})
-    assert touched == 1
+    # An end is recorded only for a running row (a cancel or retry meanwhile stands).
+    succeed = {"job_id": rows[0], "result": Jsonb({})}
+    assert await execute_one(data, "job.succeed", succeed) == 0
+    start = {
+        "job_id": rows[0],
+        "function": "hello",
+        "params": Jsonb({"n": 0}),
+        "source": "api",
+        "tries": 1,
+        "enqueued_at": one["enqueued_at"],
+        "worker_id": "test:1",
+        "trace_id": None,
+    }
+    assert await execute_one(data, "job.start", start) == 1
+    assert await execute_one(data, "job.succeed", succeed) == 1
     done = await get_one(data, "job.get", {"job_id": rows[0]})
     assert done is not None and done["status"] == "succeeded"
 
@@ -116,6 +129,12 @@ REFUSED = [
     pytest.param(Role.DATA, "CREATE TABLE public.sneaky (id int)", id="data-cannot-use-public"),
     pytest.param(Role.APP, "SELECT * FROM flyway_schema_history", id="app-cannot-read-history"),
     pytest.param(Role.DATA, "DELETE FROM flyway_schema_history", id="data-cannot-touch-history"),
+    pytest.param(Role.DATA, "SELECT * FROM cancel_job('x')", id="data-cannot-cancel"),
+    pytest.param(Role.DATA, "SELECT * FROM retry_jobs(ARRAY['x'])", id="data-cannot-retry"),
+    pytest.param(Role.APP, "SELECT job_refuse_start('x')", id="app-cannot-refuse-starts"),
+    pytest.param(
+        Role.APP, "SELECT job_attempt_end('[]', 'failed', NULL)", id="app-cannot-end-attempts"
+    ),
 ]
 
 

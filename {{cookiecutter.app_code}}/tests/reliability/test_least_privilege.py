@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from {{ cookiecutter.app_code }}.core.config import PROCESS_SECRETS, Settings
+from {{ cookiecutter.app_code }}.db.pool import Role, conninfo
 
 from .conftest import Ledger
 
@@ -77,3 +78,35 @@ def test_the_admin_role_owns_the_database_but_is_no_superuser(
     ):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             ledger.rows(refused)
+
+
+def test_the_api_role_cancels_and_retries_only_through_its_functions(
+    settings: Settings, ledger: Ledger
+) -> None:
+    """V7: the API's role got EXECUTE on two SECURITY DEFINER functions, not UPDATE on job."""
+    with psycopg.connect(conninfo(settings, Role.APP), autocommit=True) as conn:
+        for statement in ("UPDATE job SET status = 'cancelled'", "DELETE FROM job"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)  # type: ignore[arg-type]
+        assert conn.execute("SELECT * FROM cancel_job('lp-no-such-job')").fetchall() == []
+        assert conn.execute("SELECT * FROM retry_jobs(ARRAY['lp-no-such-job'])").fetchall() == []
+    functions = ledger.rows(
+        "SELECT p.proname, p.prosecdef, p.proconfig, pg_get_userbyid(p.proowner) AS owner, "
+        "has_function_privilege(%(app)s, p.oid, 'EXECUTE') AS app, "
+        "has_function_privilege(%(data)s, p.oid, 'EXECUTE') AS data, "
+        "has_function_privilege('public', p.oid, 'EXECUTE') AS public "
+        "FROM pg_proc AS p WHERE p.pronamespace = %(schema)s::regnamespace "
+        "AND p.proname IN ('cancel_job', 'retry_jobs')",
+        {"app": settings.db_app_user, "data": settings.db_data_user, "schema": settings.db_schema},
+    )
+    assert len(functions) == 2, functions
+    for f in functions:
+        assert f["prosecdef"] and f["owner"] == settings.db_admin_user, f
+        assert any(c.startswith("search_path=") for c in f["proconfig"] or []), f
+        assert (f["app"], f["data"], f["public"]) == (True, False, False), f
+    privileges = ledger.rows(
+        "SELECT privilege_type FROM information_schema.role_table_grants "
+        "WHERE grantee = %s AND table_schema = %s AND table_name = 'job'",
+        [settings.db_app_user, settings.db_schema],
+    )
+    assert {p["privilege_type"] for p in privileges} <= {"SELECT", "INSERT"}, privileges

@@ -66,3 +66,23 @@ def test_pause_after_a_sweep_grows_with_its_cost(took: float, pause: float) -> N
     its own length, so sweeping a large backlog cannot take most of the worker's CPU."""
     assert SWEEP_PAUSE_FACTOR == 10.0
     assert pause_after(took) == pytest.approx(pause)
+
+
+RETRIED = "2026-11-28T08:00:00.123456+00:00"  # the row's retry_marker after a retry
+
+
+@pytest.mark.parametrize(
+    ("name", "holding", "marker", "act"),
+    [
+        ("earlier-run-result", Holding(Held.FINISHED, success=False), RETRIED, "forget"),
+        ("earlier-retry", Holding(Held.FINISHED, success=True, retry="x"), RETRIED, "forget"),
+        ("retry-run-result", Holding(Held.FINISHED, success=True, retry=RETRIED), RETRIED, "ok"),
+        ("never-retried", Holding(Held.FINISHED, success=True), None, "ok"),
+        ("retry-still-running", Holding(Held.QUEUED), RETRIED, "nothing"),
+    ],
+)
+def test_a_retried_row_is_not_settled_with_an_earlier_runs_result(
+    name: str, holding: Holding, marker: str | None, act: str
+) -> None:
+    expected = {"forget": Act.FORGET_AND_DELIVER, "ok": Act.SUCCEEDED, "nothing": Act.NOTHING}
+    assert decide("api", holding, marker).act is expected[act], name
