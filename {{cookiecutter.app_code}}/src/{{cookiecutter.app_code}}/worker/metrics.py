@@ -1,6 +1,6 @@
 """The worker's Prometheus metrics, served on WORKER_METRICS_PORT (`/metrics`).
 
-- `<app>_job_runs_total{function,outcome}`: every run's end (succeeded, failed, retried,
+- `<app>_job_runs_total{function,outcome}`: every run's end (succeeded, failed, retried, cancelled,
   put_back, interrupted);
 - `<app>_job_duration_seconds{function}`: a run's time, start to end;
 - `<app>_job_queue_wait_seconds`: from the submission (arq's enqueue time) to the start;
