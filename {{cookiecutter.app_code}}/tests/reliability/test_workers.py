@@ -90,6 +90,8 @@ def test_sigterm_puts_the_in_flight_job_back_in_the_queue(rig: Rig) -> None:
     (done,) = rig.ledger.wait_for([jid], within=20)
     assert done["tries"] == 2, done
     assert done["error"] is None
+    outcomes = [(a["outcome"], a["error"]) for a in done["attempts"]]
+    assert outcomes == [("interrupted", "interrupted by shutdown"), ("succeeded", None)], outcomes
     assert rig.ledger.count("hello", [jid]) == 1
     log = (rig.stack.LOGS / "worker.log").read_text(errors="replace")
     assert f"{jid}:hello cancelled, will be run again" in log

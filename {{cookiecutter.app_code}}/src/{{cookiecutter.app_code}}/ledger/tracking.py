@@ -209,10 +209,10 @@ async def _run(
         async with asyncio.timeout(ctx["settings"].worker_job_timeout):
             return await spec.run(ctx, params)
     except asyncio.CancelledError:
-        # The worker is shutting down (arq puts the job back in the queue), or the job was
-        # cancelled (arq's abort): the row, if still in_progress, goes back to queued.
+        # The worker is shutting down: arq puts the job back in the queue. (A job cancelled
+        # through the API, arq's abort, is `cancelled` already: job.requeue leaves it alone.)
         await asyncio.shield(
-            _record(ledger, "job.requeue", job_id, "interrupted: shutdown or cancel", "interrupted")
+            _record(ledger, "job.requeue", job_id, "interrupted by shutdown", "interrupted")
         )
         raise
     except DB_ERRORS as exc:
