@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import orjson
 import redis.exceptions
@@ -59,6 +59,37 @@ T = TypeVar("T")
 # Re-exported for the packages that reach arq only through this module: the Redis client's
 # type, a job coroutine's type, arq's Retry (run the job again), and the worker settings' types.
 __all__ = ["ArqRedis", "CronJob", "Function", "JobCoroutine", "RedisSettings", "RunAgain"]
+
+
+Priority = Literal["high", "default", "low"]
+# The claim reads the queues in this order (worker/claim.py); `default` is arq's own queue.
+PRIORITIES: tuple[Priority, ...] = ("high", "default", "low")
+
+
+def queue_for(queue_name: str, priority: str) -> str:
+    """The sorted set of one priority: arq's queue for `default` (where claimed jobs of every
+    priority also wait while they run), `<queue>:high` and `<queue>:low` for the others."""
+    return queue_name if priority == "default" else f"{queue_name}:{priority}"
+
+
+def all_queues(queue_name: str) -> list[str]:
+    """Every priority's queue, in the order the claim reads them."""
+    return [queue_for(queue_name, priority) for priority in PRIORITIES]
+
+
+# A priority's place in all_queues (Lua counts from 1): ENQUEUE_IF_NEW's last argument a job.
+QUEUE_INDEX: dict[str, int] = {priority: n + 1 for n, priority in enumerate(PRIORITIES)}
+
+
+def turns_key(queue_name: str) -> str:
+    """The claim's turn counter (worker/claim.py: every FAIR_EVERY-th claim is a fair turn)."""
+    return f"{queue_name}:turns"
+
+
+def due_at(enqueued_at: datetime, run_at: datetime | None) -> datetime:
+    """When a job may start: its run_at if later than its enqueue time, else the enqueue time
+    (its place in first-in-first-out order)."""
+    return run_at if run_at is not None and run_at > enqueued_at else enqueued_at
 
 
 class QueueUnavailable(RuntimeError):
@@ -293,24 +324,32 @@ async def deliver(
     *,
     enqueued_at: datetime | None = None,
     traceparent: str | None = None,
+    run_at: datetime | None = None,
+    priority: str = "default",
 ) -> bool:
     """Enqueue the job under its own id; False when arq already holds it (or its result).
 
     arq's own check (WATCH, then EXISTS on the job and result keys) makes this safe to call
     any number of times, from any process: a job is queued at most once. `enqueued_at` (a
     job delivered again) keeps its place in the first-in-first-out order. `traceparent`: the
-    trace the job's run joins (TRACE_KWARG).
+    trace the job's run joins (TRACE_KWARG). `run_at`: no worker claims it earlier (arq's
+    `_defer_until`, the queue score); `priority`: the queue it goes to (`queue_for`).
     """
-    due = None if enqueued_at is None else min(enqueued_at, datetime.now(UTC))
+    now = datetime.now(UTC)
+    due = None if enqueued_at is None else min(enqueued_at, now)
+    if run_at is not None and run_at > (due or now):
+        due = run_at
+    # arq's job key must outlive the wait: KEY_TTL_SECONDS after the job is due.
+    wait_s = 0.0 if due is None else max(0.0, (due - now).total_seconds())
     if traceparent:
         params = {**params, TRACE_KWARG: traceparent}
     try:
         job = await arq.enqueue_job(
             function,
             _job_id=job_id,
-            _expires=settings.key_ttl_seconds,
+            _expires=settings.key_ttl_seconds + wait_s,
             _defer_until=due,
-            _queue_name=settings.queue_name,
+            _queue_name=queue_for(settings.queue_name, priority),
             **params,
         )
     except (OSError, redis.exceptions.RedisError) as exc:
@@ -321,16 +360,17 @@ async def deliver(
 # arq's enqueue_job for many jobs as one step on the Redis side (one command a hand-over: a
 # command a job cost the API a fifth of its CPU a batch job in redis-py's packing): an id arq
 # holds (its job or result key) is left alone, as enqueue_job leaves it; otherwise the job key
-# is written (the payload serialize_job makes) and the id queued at its enqueue time.
-# KEYS: the queue, then each job's job key and result key; ARGV: the expiry (ms), the score,
-# then each job's payload and id.
+# is written (the payload serialize_job makes) and the id queued in its priority's queue at its
+# score (the enqueue time, or a later run_at).
+# KEYS: the high, default and low queues (PRIORITIES), then each job's job key and result key;
+# ARGV: each job's payload, id, score, expiry (ms) and queue (1 to 3).
 ENQUEUE_IF_NEW = """
 local queued = 0
-for i = 0, (#KEYS - 1) / 2 - 1 do
-  local job, result = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+for i = 0, (#KEYS - 3) / 2 - 1 do
+  local job, result = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
   if redis.call('EXISTS', job, result) == 0 then
-    redis.call('PSETEX', job, ARGV[1], ARGV[3 + 2 * i])
-    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4 + 2 * i])
+    redis.call('PSETEX', job, ARGV[4 + 5 * i], ARGV[1 + 5 * i])
+    redis.call('ZADD', KEYS[tonumber(ARGV[5 + 5 * i])], ARGV[3 + 5 * i], ARGV[2 + 5 * i])
     queued = queued + 1
   end
 end
@@ -338,7 +378,15 @@ return queued
 """
 ENQUEUE_IF_NEW_SHA = hashlib.sha1(ENQUEUE_IF_NEW.encode()).hexdigest()  # noqa: S324 (Redis' name)
 
-Submission = tuple[str, str, dict[str, Any]]  # job_id, function, params (TRACE_KWARG too)
+
+class Submission(NamedTuple):
+    """A job to hand to Redis: its params carry TRACE_KWARG too."""
+
+    job_id: str
+    function: str
+    params: dict[str, Any]
+    run_at: datetime | None = None  # not claimed before (None: at once)
+    priority: str = "default"
 
 
 def traced(params: dict[str, Any], traceparent: str | None) -> dict[str, Any]:
@@ -347,16 +395,20 @@ def traced(params: dict[str, Any], traceparent: str | None) -> dict[str, Any]:
 
 
 async def deliver_many(arq: ArqRedis, settings: Settings, jobs: Sequence[Submission]) -> int:
-    """Enqueue every (job_id, function, params) under its own id in one round trip; returns
-    how many were queued (ids arq holds already are skipped, as `deliver` skips them)."""
+    """Enqueue every Submission under its own id in one round trip; returns how many were
+    queued (ids arq holds already are skipped, as `deliver` skips them). A job with a later
+    run_at is scored at it (arq's `_defer_until`): the claim takes only due entries."""
     if not jobs:
         return 0
     now = timestamp_ms()
-    keys = [settings.queue_name]
-    args: list[Any] = [settings.key_ttl_seconds * 1000, now]
-    for job_id, function, params in jobs:
+    expires_ms = settings.key_ttl_seconds * 1000
+    keys = all_queues(settings.queue_name)
+    args: list[Any] = []
+    for job_id, function, params, run_at, priority in jobs:
+        score = now if run_at is None else max(now, int(run_at.timestamp() * 1000))
         keys += (job_key_prefix + job_id, result_key_prefix + job_id)
-        args += (serialize_job(function, (), params, None, now, serializer=serialize_fast), job_id)
+        payload = serialize_job(function, (), params, None, now, serializer=serialize_fast)
+        args += (payload, job_id, score, expires_ms + score - now, QUEUE_INDEX[priority])
 
     def enqueue() -> Awaitable[Any]:  # redis-py types evalsha for its sync client too
         return cast(Awaitable[Any], arq.evalsha(ENQUEUE_IF_NEW_SHA, len(keys), *keys, *args))
@@ -371,20 +423,24 @@ async def deliver_many(arq: ArqRedis, settings: Settings, jobs: Sequence[Submiss
         raise QueueUnavailable(f"{where(settings)} did not take {len(jobs)} jobs: {exc}") from exc
 
 
-async def holdings(arq: ArqRedis, queue_name: str, job_ids: list[str]) -> dict[str, Holding]:
-    """What arq holds for each id, read in one round trip."""
+async def holdings(
+    arq: ArqRedis, queue_name: str, jobs: Sequence[tuple[str, str]]
+) -> dict[str, Holding]:
+    """What arq holds for each (id, priority), read in one round trip: its entry is in its
+    priority's queue, or in arq's (default) queue once claimed."""
     async with arq.pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
+        for job_id, priority in jobs:
             pipe.exists(job_key_prefix + job_id)
             pipe.exists(in_progress_key_prefix + job_id)
             pipe.zscore(queue_name, job_id)
+            pipe.zscore(queue_for(queue_name, priority), job_id)
             pipe.get(result_key_prefix + job_id)
         answers = await pipe.execute()
     found: dict[str, Holding] = {}
-    for n, job_id in enumerate(job_ids):
-        job, running, score, result = answers[4 * n : 4 * n + 4]
+    for n, (job_id, _) in enumerate(jobs):
+        job, running, score, own_score, result = answers[5 * n : 5 * n + 5]
         if job:
-            queued = running or score is not None
+            queued = running or score is not None or own_score is not None
             found[job_id] = Holding(Held.QUEUED if queued else Held.ORPHAN)
         elif result is not None:
             found[job_id] = _finished(result)
@@ -410,9 +466,9 @@ def _finished(raw: bytes) -> Holding:
     )
 
 
-async def requeue(arq: ArqRedis, queue_name: str, job_id: str, enqueued_at: datetime) -> None:
-    """Put an orphan (job key, no queue entry) back in the queue, at its old place."""
-    await arq.zadd(queue_name, {job_id: int(enqueued_at.timestamp() * 1000)}, nx=True)
+async def requeue(arq: ArqRedis, queue: str, job_id: str, due: datetime) -> None:
+    """Put an orphan (job key, no queue entry) back in its queue, at its old place (`due`)."""
+    await arq.zadd(queue, {job_id: int(due.timestamp() * 1000)}, nx=True)
 
 
 async def forget_result(arq: ArqRedis, job_id: str) -> None:

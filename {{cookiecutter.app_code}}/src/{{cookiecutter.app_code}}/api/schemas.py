@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from ..core.config import get_settings
 from ..jobs import CRON_PREFIX, JOBS, Source, Status, submittable
@@ -18,6 +25,14 @@ MAX_PARAMS_BYTES = 64 * 1024
 MAX_PARAMS_KEYS = 1000  # keys of every object in params, nested ones included
 MAX_PARAMS_DEPTH = 16  # params itself is level 1
 MAX_BATCH = 1000  # jobs in one POST /api/v1/batches
+MAX_DELAY_S = 366 * 86400  # how far ahead a job may be scheduled
+Priority = Literal["high", "default", "low"]
+PRIORITY_DOC = (
+    "`high`, `default` or `low`. A free worker slot takes the oldest due `high` job, else the "
+    "oldest `default`, else the oldest `low` (first in, first out within a priority); every "
+    "5th slot goes to the oldest due job of any priority, so `low` jobs still progress under a "
+    "steady `high` load."
+)
 
 
 class JobSubmit(BaseModel):
@@ -33,6 +48,41 @@ class JobSubmit(BaseModel):
     )
     function: str = Field(description="A registered job function.", examples=["hello"])
     params: dict[str, Any] = Field(default_factory=dict, examples=[{"name": "Ada"}])
+    delay_seconds: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_DELAY_S,
+        allow_inf_nan=False,
+        description="Start no earlier than this many seconds after the submission (and within "
+        "a second after). Not with `run_at`.",
+        examples=[30],
+    )
+    run_at: datetime | None = Field(
+        None,
+        description="Start no earlier than this time (RFC 3339 with a time zone, e.g. "
+        "`2030-01-01T09:00:00Z`), within a second after; a time in the past runs at once. "
+        "Not with `delay_seconds`. The job stays `queued` until it starts.",
+    )
+    priority: Priority = Field("default", description=PRIORITY_DOC)
+
+    @field_validator("run_at")
+    @classmethod
+    def _zoned(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is None:
+            return value
+        if info.data.get("delay_seconds") is not None:
+            raise ValueError("give delay_seconds or run_at, not both: keep one")
+        if value.utcoffset() is None:
+            raise ValueError(
+                "run_at has no time zone: add one (e.g. 2030-01-01T09:00:00Z or +02:00)"
+            )
+        return value
+
+    def start_after(self) -> datetime | None:
+        """The job's run_at: the one given, or now + delay_seconds (None: at once)."""
+        if self.delay_seconds is not None:
+            return datetime.now(UTC) + timedelta(seconds=self.delay_seconds)
+        return self.run_at
 
     @field_validator("job_id")
     @classmethod
@@ -194,6 +244,10 @@ class JobRecord(BaseModel):
         description="Every run, oldest first, each with its own error (jobs recorded before "
         "the ledger kept attempts have none).",
     )
+    run_at: datetime | None = Field(
+        None, description="No earlier than this the job starts (null: as soon as a worker is free)"
+    )
+    priority: Priority = Field("default", description=PRIORITY_DOC)
 
 
 class JobPage(BaseModel):

@@ -19,28 +19,33 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
             "VALUES (%(job_id)s, %(function)s, %(params)s, %(source)s, %(trace_id)s, "
             "%(span_id)s) "
             "RETURNING job_id, function, params, status, source, tries, enqueued_at, "
-            "started_at, finished_at, result, error, worker_id, trace_id, attempts"
+            "started_at, finished_at, result, error, worker_id, trace_id, attempts, run_at, "
+            "priority"
         ),
         # Single submissions that arrived together, in one statement (ledger/group.py): the
         # rows it inserted; an id the ledger held is not among them.
         # The rows come as one JSON array (`jsonb_to_recordset`): psycopg's dumping of a text[]
         # or jsonb[] array escaped every element with a regex, most of the API's CPU a batch.
         "job.insert_group": (
-            "INSERT INTO job (job_id, function, params, source, trace_id, span_id) "
-            "SELECT job_id, function, coalesce(params, '{}'), 'api', trace_id, span_id "
-            "FROM jsonb_to_recordset(%(jobs)s) "
-            "AS submitted (job_id text, function text, params jsonb, trace_id text, span_id text) "
+            "INSERT INTO job (job_id, function, params, source, trace_id, span_id, run_at, "
+            "priority) SELECT job_id, function, coalesce(params, '{}'), 'api', trace_id, span_id, "
+            "run_at, coalesce(priority, 'default') FROM jsonb_to_recordset(%(jobs)s) "
+            "AS submitted (job_id text, function text, params jsonb, trace_id text, span_id text, "
+            "run_at timestamptz, priority text) "
             "ON CONFLICT (job_id) DO NOTHING "
             "RETURNING job_id, function, params, status, source, tries, enqueued_at, "
-            "started_at, finished_at, result, error, worker_id, trace_id"
+            "started_at, finished_at, result, error, worker_id, trace_id, run_at, priority"
         ),
         # A batch (POST /api/v1/batches) in one statement: the new rows, then those of the
         # ids the ledger held before it (their status says why they were refused). An id a
         # concurrent submission commits meanwhile is in neither (the caller asks again).
         "job.insert_many": (
-            "WITH new AS (INSERT INTO job (job_id, function, params, source, trace_id, span_id) "
-            "SELECT job_id, function, coalesce(params, '{}'), 'api', %(trace_id)s, %(span_id)s "
-            "FROM jsonb_to_recordset(%(jobs)s) AS batch (job_id text, function text, params jsonb) "
+            "WITH new AS (INSERT INTO job (job_id, function, params, source, trace_id, span_id, "
+            "run_at, priority) SELECT job_id, function, coalesce(params, '{}'), 'api', "
+            "%(trace_id)s, %(span_id)s, run_at, coalesce(priority, 'default') "
+            "FROM jsonb_to_recordset(%(jobs)s) "
+            "AS batch (job_id text, function text, params jsonb, run_at timestamptz, "
+            "priority text) "
             "ON CONFLICT (job_id) DO NOTHING RETURNING job_id) "
             "SELECT job_id, NULL::text AS status FROM new UNION ALL "
             "SELECT job_id, status FROM job WHERE job_id IN "
@@ -49,8 +54,8 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         "job.statuses": "SELECT job_id, status FROM job WHERE job_id = ANY(%(job_ids)s)",
         "job.get": (
             "SELECT job_id, function, params, status, source, tries, enqueued_at, started_at, "
-            "finished_at, result, error, worker_id, trace_id, attempts FROM job "
-            "WHERE job_id = %(job_id)s"
+            "finished_at, result, error, worker_id, trace_id, attempts, run_at, priority "
+            "FROM job WHERE job_id = %(job_id)s"
         ),
         # A worker starts a job. The upsert also records cron jobs and any job whose API
         # transaction has not committed yet (the insert waits on the row, then updates it).
@@ -107,7 +112,7 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         # overwrites an end the worker recorded itself.
         "dispatch.unfinished": (
             "SELECT job_id, function, params, status, source, enqueued_at, trace_id, span_id, "
-            "tries_base FROM job WHERE status IN ('queued', 'in_progress') "
+            "tries_base, run_at, priority FROM job WHERE status IN ('queued', 'in_progress') "
             "AND (enqueued_at, job_id) > (%(after_at)s, %(after_id)s) "
             "AND enqueued_at < now() - make_interval(secs => %(min_age_s)s) "
             "ORDER BY enqueued_at, job_id LIMIT %(limit)s"
@@ -127,9 +132,13 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         # GET /metrics: the oldest queued job, from the (status, enqueued_at) index; one row
         # per priority (one, `default`, until jobs have priorities).
         "metrics.queue_oldest": (
-            "SELECT 'default' AS priority, "
-            "extract(epoch FROM now() - min(enqueued_at))::float8 AS age "
-            "FROM job WHERE status = 'queued'"
+            # Per priority, how long the oldest due job has waited since it was due (a delayed
+            # job waits from its run_at); each a walk of the unfinished-rows index, oldest first.
+            "SELECT p.priority, extract(epoch FROM now() - ("
+            "SELECT min(greatest(enqueued_at, coalesce(run_at, enqueued_at))) FROM job "
+            "WHERE status = 'queued' AND priority = p.priority "
+            "AND (run_at IS NULL OR run_at <= now())))::float8 AS age "
+            "FROM (VALUES ('high'), ('default'), ('low')) AS p (priority)"
         ),
         # The status page
         # The counters the triggers of V4__job_counts.sql keep in step with the ledger, summed

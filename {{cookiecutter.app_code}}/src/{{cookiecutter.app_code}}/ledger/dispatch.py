@@ -8,7 +8,8 @@ are not finished and compares each with what arq holds for it:
 
 - arq holds it (queued, or claimed by a worker): nothing to do;
 - arq holds nothing (or only "job expired"): an API job is delivered again under its own id, at
-  its old place in the queue; a cron run is settled `failed` (the next tick runs anyway);
+  its old place in its priority's queue (a delayed one no earlier than its run_at); a cron run
+  is settled `failed` (the next tick runs anyway);
 - arq holds a job key but no queue entry and no claim: the entry is put back;
 - arq finished it and the ledger does not say so (the worker could not record the end, or
   arq gave up after WORKER_MAX_TRIES): the ledger is settled with arq's outcome;
@@ -48,8 +49,10 @@ from ..queue import (
     Holding,
     QueueUnavailable,
     deliver,
+    due_at,
     forget_result,
     holdings,
+    queue_for,
     requeue,
     retry_marker,
 )
@@ -211,7 +214,8 @@ class Dispatcher:
         return seen
 
     async def _reconcile(self, rows: list[dict[str, Any]], seen: Sweep) -> None:
-        held = await holdings(self.arq, self.settings.queue_name, [r["job_id"] for r in rows])
+        queue = self.settings.queue_name
+        held = await holdings(self.arq, queue, [(r["job_id"], r["priority"]) for r in rows])
         settle_ok: list[dict[str, Any]] = []
         settle_failed: list[dict[str, Any]] = []
         for row in rows:
@@ -222,7 +226,8 @@ class Dispatcher:
             elif decision.act is Act.FAILED:
                 settle_failed.append({"job_id": job_id, "error": decision.detail})
             elif decision.act is Act.REQUEUE:
-                await requeue(self.arq, self.settings.queue_name, job_id, row["enqueued_at"])
+                due = due_at(row["enqueued_at"], row["run_at"])
+                await requeue(self.arq, queue_for(queue, row["priority"]), job_id, due)
                 seen.requeued += 1
             elif decision.act in (Act.DELIVER, Act.FORGET_AND_DELIVER):
                 if decision.act is Act.FORGET_AND_DELIVER:
@@ -248,6 +253,8 @@ class Dispatcher:
                 params,
                 enqueued_at=enqueued_at,
                 traceparent=traceparent(row.get("trace_id"), row.get("span_id")),
+                run_at=row["run_at"],
+                priority=row["priority"],
             )
         )
 

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import weakref
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -49,6 +50,8 @@ class Row:
     params: dict[str, Any]
     trace_id: str | None
     span_id: str | None
+    run_at: datetime | None = None
+    priority: str = "default"
     done: asyncio.Future[dict[str, Any]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -136,6 +139,8 @@ async def insert_rows(pool: Pool, group: list[Row]) -> list[dict[str, Any]]:
                         "params": r.params,
                         "trace_id": r.trace_id,
                         "span_id": r.span_id,
+                        "run_at": None if r.run_at is None else r.run_at.isoformat(),
+                        "priority": r.priority,
                     }
                     for r in group
                 ]

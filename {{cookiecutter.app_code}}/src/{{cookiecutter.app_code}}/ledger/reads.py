@@ -31,7 +31,7 @@ from ..db.pool import Pool
 
 COLUMNS = (
     "job_id, function, params, status, source, tries, enqueued_at, started_at, finished_at, "
-    "result, error, worker_id, trace_id, attempts"
+    "result, error, worker_id, trace_id, attempts, run_at, priority"
 )
 
 

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -118,8 +119,11 @@ async def submit(
     job_id: str,
     function: str,
     params: dict[str, Any],
+    run_at: datetime | None = None,
+    priority: str = "default",
 ) -> dict[str, Any]:
-    """Record the job in the ledger (the commit is the acceptance), then queue its delivery.
+    """Record the job in the ledger (the commit is the acceptance), then queue its delivery
+    (for `run_at`, no earlier; in `priority`'s queue).
 
     Raises DuplicateJob for an id the ledger holds (with its real status), and
     DatabaseUnavailable when the row could not be committed.
@@ -127,10 +131,13 @@ async def submit(
     trace = current_ids()  # the request's span: the job's run is its child (core/tracing.py)
     trace_id, span_id = trace if trace else (None, None)
     try:  # with the submissions that came in meanwhile, in one statement (ledger/group.py)
-        row = await group_of(db).insert(Row(job_id, function, params, trace_id, span_id))
+        row = await group_of(db).insert(
+            Row(job_id, function, params, trace_id, span_id, run_at, priority)
+        )
     except Taken as exc:
         raise DuplicateJob(job_id, exc.status) from None
-    hand_over.add(db, [(job_id, function, traced(params, current_traceparent()))])
+    job = Submission(job_id, function, traced(params, current_traceparent()), run_at, priority)
+    hand_over.add(db, [job])
     submitted(function)
     return row
 
@@ -157,7 +164,18 @@ async def submit_many(
         db,
         "job.insert_many",
         {
-            "jobs": Jsonb([{"job_id": i, "function": f, "params": p} for i, f, p in jobs]),
+            "jobs": Jsonb(
+                [
+                    {
+                        "job_id": job.job_id,
+                        "function": job.function,
+                        "params": job.params,
+                        "run_at": None if job.run_at is None else job.run_at.isoformat(),
+                        "priority": job.priority,
+                    }
+                    for job in jobs
+                ]
+            ),
             "trace_id": trace_id,
             "span_id": span_id,
         },
@@ -165,17 +183,15 @@ async def submit_many(
     outcome: dict[str, Refused | None] = {
         row["job_id"]: None if row["status"] is None else Refused(row["status"]) for row in rows
     }
-    raced = [job_id for job_id, _, _ in jobs if job_id not in outcome]
+    raced = [job.job_id for job in jobs if job.job_id not in outcome]
     if raced:  # committed by a concurrent submission while this statement ran
         found = await get_many(db, "job.statuses", {"job_ids": raced})
         statuses = {row["job_id"]: row["status"] for row in found}
         outcome.update({job_id: Refused(statuses.get(job_id)) for job_id in raced})
-    accepted = [job for job in jobs if outcome[job[0]] is None]
+    accepted = [job for job in jobs if outcome[job.job_id] is None]
     traceparent = current_traceparent()
-    hand_over.add(
-        db, [(i, function, traced(params, traceparent)) for i, function, params in accepted]
-    )
-    for function, n in collections.Counter(function for _, function, _ in accepted).items():
+    hand_over.add(db, [job._replace(params=traced(job.params, traceparent)) for job in accepted])
+    for function, n in collections.Counter(job.function for job in accepted).items():
         submitted(function, n)  # once a function, not once a job (9% of a batch's CPU)
     return outcome
 

@@ -31,45 +31,107 @@ from arq.version import VERSION as ARQ_VERSION
 from arq.worker import Worker
 
 from ..ledger.writer import LedgerWriter
+from ..queue import all_queues, turns_key
 
 log = logging.getLogger(__name__)
 
 CLAIM_FOR_ARQ = "0.28.0"
-# KEYS[1]: the queue. ARGV: now (ms), in-progress TTL (ms), in-progress key prefix, how many
-# to claim, how far to read into the queue at first, how far at most. Returns id, score, ...
+# KEYS: the high, default (arq's own) and low queues, and the turn counter. ARGV: now (ms),
+# in-progress TTL (ms), in-progress key prefix, how many to claim, how far to read into a queue
+# at first, how far at most, every how many claims one is a fair turn. Returns id, score, ...
 #
-# Running jobs stay at the head of the queue until they finish (arq's design), so the script
-# reads past them: a first window, then windows that double, until it has claimed enough or
-# read MAX_CLAIM_SCAN entries. Without that, a worker finds only running jobs in the first
+# Order: each claim takes the head of `high`, else of `default`, else of `low` (due entries
+# only: score <= now; a delayed job is scored at its run_at). Within a queue, oldest score
+# first (the enqueue time: first in, first out). Anti-starvation: every `every`-th claim
+# (counted across all workers in KEYS[4]) is a fair turn and takes the oldest due entry of any
+# queue instead, so under a steady `high` load `low` still gets a slot in `every` once its head
+# is the oldest, and a `high` job behind a `low` backlog waits at most one extra slot.
+#
+# A job claimed from `high` or `low` moves to arq's queue at the same score: arq finishes,
+# retries and aborts jobs there (Worker.finish_job), and a worker that died leaves it there to
+# be claimed again when its in-progress key expires (a job arq retries runs at `default`).
+#
+# Running jobs stay at the head of arq's queue until they finish (arq's design), so the script
+# reads past them: a first window, then windows that double, until it has found enough or read
+# MAX_CLAIM_SCAN entries. Without that, a worker finds only running jobs in the first
 # queue_read_limit entries and claims nothing: 100 jobs at once, however many workers run.
 CLAIM_LUA = """
-local claimed = {}
+local now = ARGV[1]
 local want = tonumber(ARGV[4])
-local window = tonumber(ARGV[5])
-local most = tonumber(ARGV[6])
-local offset = 0
-while offset < most do
-  local head = redis.call(
-    'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', offset, window)
-  for i = 1, #head, 2 do
-    local key = ARGV[3] .. head[i]
-    if redis.call('EXISTS', key) == 0 then
-      redis.call('SET', key, '1', 'PX', ARGV[2])
-      claimed[#claimed + 1] = head[i]
-      claimed[#claimed + 1] = head[i + 1]
-      if #claimed >= 2 * want then
-        return claimed
+local every = tonumber(ARGV[7])
+local function due(queue)
+  local found = {}
+  local window = tonumber(ARGV[5])
+  local most = tonumber(ARGV[6])
+  local offset = 0
+  while offset < most do
+    local head = redis.call(
+      'ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset, window)
+    for i = 1, #head, 2 do
+      if redis.call('EXISTS', ARGV[3] .. head[i]) == 0 then
+        found[#found + 1] = {head[i], tonumber(head[i + 1])}
+        if #found >= want then
+          return found
+        end
+      end
+    end
+    if #head < 2 * window then
+      break
+    end
+    offset = offset + window
+    window = window * 2
+  end
+  return found
+end
+local found = {}
+local at = {1, 1, 1}
+local function head(q)
+  if found[q] == nil then
+    found[q] = due(KEYS[q])
+  end
+  return found[q][at[q]]
+end
+local turn = tonumber(redis.call('GET', KEYS[4]) or '0')
+local claimed = {}
+while #claimed < 2 * want do
+  local pick = nil
+  if every > 0 and (turn + 1) % every == 0 then
+    for q = 1, 3 do
+      local h = head(q)
+      if h and (pick == nil or h[2] < head(pick)[2]) then
+        pick = q
+      end
+    end
+  else
+    for q = 1, 3 do
+      if head(q) then
+        pick = q
+        break
       end
     end
   end
-  if #head < 2 * window then
+  if pick == nil then
     break
   end
-  offset = offset + window
-  window = window * 2
+  turn = turn + 1
+  local h = head(pick)
+  at[pick] = at[pick] + 1
+  redis.call('SET', ARGV[3] .. h[1], '1', 'PX', ARGV[2])
+  if pick ~= 2 then
+    redis.call('ZREM', KEYS[pick], h[1])
+    redis.call('ZADD', KEYS[2], h[2], h[1])
+  end
+  claimed[#claimed + 1] = h[1]
+  claimed[#claimed + 1] = h[2]
+end
+if #claimed > 0 then
+  redis.call('SET', KEYS[4], turn % 1000000)
 end
 return claimed
 """
+# One claim in this many is a fair turn (the oldest due job of any priority): `low` gets at
+# least this share of the slots it waits for under a steady `high` load.
+FAIR_EVERY = 5
 # How many jobs (running or due) the claim reads past at most: the most that can run at once.
 MAX_CLAIM_SCAN = 10_000
 # How long start_jobs keeps claiming before it gives arq's main loop a turn (finished tasks
@@ -93,11 +155,13 @@ class Claimer:
         window: int,
         most: int = MAX_CLAIM_SCAN,
         now_ms: int | None = None,
+        every: int = FAIR_EVERY,
     ) -> list[tuple[str, int]]:
-        """Up to `want` due jobs of `queue` that no worker holds, oldest first, as (id, score):
-        each now carries arq's in-progress key for `in_progress_ms`."""
+        """Up to `want` due jobs that no worker holds, from the queues of arq's queue `queue`
+        (high, default, low; CLAIM_LUA's order), as (id, score): each now carries arq's
+        in-progress key for `in_progress_ms` and waits in `queue`."""
         raw = await self.script(
-            keys=[queue],
+            keys=[*all_queues(queue), turns_key(queue)],
             args=[
                 timestamp_ms() if now_ms is None else now_ms,
                 in_progress_ms,
@@ -105,6 +169,7 @@ class Claimer:
                 want,
                 window,
                 most,
+                every,
             ],
         )
         return [(i.decode(), int(float(s))) for i, s in zip(raw[::2], raw[1::2], strict=True)]
@@ -125,12 +190,11 @@ async def _start_jobs(self: Worker, job_ids: list[bytes]) -> None:
     """Worker.start_jobs: while the queue has due jobs, fill every free slot, one round trip
     per fill, waiting for a slot to free when the worker is full.
 
-    `job_ids` (arq's read of the queue) only says whether anything is due; the script reads
-    the queue afresh each time. Returns when the queue's head has nothing left to claim, or
-    after CLAIM_SPELL_S, so that arq's main loop keeps its duties.
+    `job_ids` (arq's read of its own queue) is not used: the script reads all three queues
+    afresh each time, so it runs even when arq's queue has nothing due. Returns when the
+    queues have nothing left to claim, or after CLAIM_SPELL_S, so that arq's main loop keeps
+    its duties.
     """
-    if not job_ids:
-        return
     claims = _claims.get(self)
     if claims is None:
         claims = _claims[self] = _Claims(self)

@@ -84,7 +84,8 @@ def check(n: int, item: Any, seen: set[str]) -> tuple[dict[str, Any], Submission
             f"job id {body.job_id!r} appears earlier in this batch; every submission needs a new id"
         )
         return {"job_id": body.job_id, "status_code": 409, "detail": again}, None
-    return {"job_id": body.job_id, "status_code": 0}, (body.job_id, body.function, params)
+    job = Submission(body.job_id, body.function, params, body.start_after(), body.priority)
+    return {"job_id": body.job_id, "status_code": 0}, job
 
 
 def conflict(job_id: str, refused: Refused) -> dict[str, Any]:

@@ -66,7 +66,15 @@ async def accept(
     """Commit a checked submission and say how it went: 202 with the record, or 409. Shared
     with the hot path (api/fast_path.py), so both answer alike."""
     try:
-        row = await submit(pool, hand_over, body.job_id, body.function, params)
+        row = await submit(
+            pool,
+            hand_over,
+            body.job_id,
+            body.function,
+            params,
+            body.start_after(),
+            body.priority,
+        )
     except DuplicateJob as exc:
         return JSONResponse(
             status_code=status.HTTP_409_CONFLICT,
