@@ -30,6 +30,7 @@ from {{ cookiecutter.app_code }}.core.config import Settings
 from {{ cookiecutter.app_code }}.core.heartbeat import workers_key
 from {{ cookiecutter.app_code }}.db import Database, Role
 from {{ cookiecutter.app_code }}.ledger.reads import list_jobs
+from {{ cookiecutter.app_code }}.queue import all_queues, turns_key
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS_PAGE = 5000
@@ -277,11 +278,14 @@ class Bench:
             for kind in ("job", "result", "retry", "in-progress")
         ]
         keys += [k for q in self.queues for k in (q, q + ":staging", q + ":health-check")]
+        # The priorities' queues and the claim's turn counter of each bench worker's queue.
+        keys += [k for q in self.queues for k in (*all_queues(q), turns_key(q))]
         removed = 0
         for start in range(0, len(keys), 1000):
             removed += int(await self.arq.delete(*keys[start : start + 1000]))
         # API jobs that the stack's worker never ran must not run after their rows are gone.
         api_ids = [i for i in self.job_ids if i.startswith(f"{self.run_id}-api")]
         for start in range(0, len(api_ids), 1000):
-            await self.arq.zrem(self.settings.queue_name, *api_ids[start : start + 1000])
+            for queue in all_queues(self.settings.queue_name):
+                await self.arq.zrem(queue, *api_ids[start : start + 1000])
         say(f"clean-up: deleted {rows} ledger rows and {removed} Redis keys of run {self.run_id}")

@@ -89,6 +89,31 @@ def test_submit_without_token_is_401(
             "sleep_ms",
             id="params-wrong-type",
         ),
+        pytest.param(
+            {
+                "job_id": "ok-id",
+                "function": "hello",
+                "delay_seconds": 5,
+                "run_at": "2030-01-01T09:00:00Z",
+            },
+            "not both",
+            id="delay-and-run_at",
+        ),
+        pytest.param(
+            {"job_id": "ok-id", "function": "hello", "run_at": "2030-01-01T09:00:00"},
+            "no time zone",
+            id="run_at-without-zone",
+        ),
+        pytest.param(
+            {"job_id": "ok-id", "function": "hello", "delay_seconds": -1},
+            "delay_seconds",
+            id="negative-delay",
+        ),
+        pytest.param(
+            {"job_id": "ok-id", "function": "hello", "priority": "urgent"},
+            "priority",
+            id="unknown-priority",
+        ),
     ],
 )
 def test_bad_submissions_are_422_with_a_reason(
