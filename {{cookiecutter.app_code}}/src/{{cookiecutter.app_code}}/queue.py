@@ -508,7 +508,8 @@ async def drop_queued(arq: ArqRedis, queue_name: str, job_id: str) -> None:
     worker claims it (one that claimed it already finds the ledger's cancel)."""
     try:
         async with arq.pipeline(transaction=True) as pipe:
-            pipe.zrem(queue_name, job_id)
+            for queue in all_queues(queue_name):  # whichever priority's queue holds it
+                pipe.zrem(queue, job_id)
             pipe.delete(job_key_prefix + job_id)
             await pipe.execute()
     except (OSError, redis.exceptions.RedisError) as exc:

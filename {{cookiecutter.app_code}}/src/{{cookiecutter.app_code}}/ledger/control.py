@@ -151,8 +151,9 @@ async def _hand_over(db: Pool, hand_over: HandOver, rows: list[dict[str, Any]]) 
         await clear_for_rerun(hand_over.arq, [r["job_id"] for r in rows])
     except QueueUnavailable as exc:
         log.warning("%d jobs retried in the ledger; the dispatcher delivers: %s", len(rows), exc)
+    # A retry runs at once (no run_at), at `default` priority (retry_jobs returns none).
     jobs: list[Submission] = [
-        (
+        Submission(
             r["job_id"],
             r["function"],
             traced(
