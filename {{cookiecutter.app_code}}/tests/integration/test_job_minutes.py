@@ -79,8 +79,11 @@ async def test_each_finish_counts_once_in_its_minute_with_its_wait(
                 [job_id, function, wait],
             )
     # Not finishes: the inserts, a retry coming (back to queued).
-    await execute_one(data, "job.requeue", {"job_id": ids[0], "error": "again"})
+    requeue = {"job_id": ids[0], "error": "again", "outcome": "retrying"}
+    await execute_one(data, "job.requeue", requeue)
     assert await rollup(database, function) == Counter()
+    async with data.connection() as conn:  # its next try starts (ends apply to running rows)
+        await conn.execute("UPDATE job SET status = 'in_progress' WHERE job_id = %s", [ids[0]])
     for i, job_id in enumerate(ids[:-3]):
         if i in FAILS:
             await execute_one(data, "job.fail", {"job_id": job_id, "error": "boom"})
