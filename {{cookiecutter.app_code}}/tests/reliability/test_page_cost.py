@@ -30,7 +30,7 @@ from psycopg import sql
 from {{ cookiecutter.app_code }}.api.status.minutes import window_start
 from {{ cookiecutter.app_code }}.core.config import Settings
 from {{ cookiecutter.app_code }}.db import query
-from {{ cookiecutter.app_code }}.ledger.reads import Cursor, list_query
+from {{ cookiecutter.app_code }}.ledger.reads import Cursor, count_query, list_query
 
 pytestmark = pytest.mark.reliability
 
@@ -152,6 +152,11 @@ def test_every_page_query_reads_an_index(settings: Settings, big_ledger: str) ->
         plans: list[tuple[str, sql.Composable, dict[str, Any]]] = [
             (name, *list_query(**kw, limit=50)) for name, kw in lists.items()
         ]
+        # Retry all failed's confirmation: the failed jobs of a filter, counted up to its cap.
+        plans.append(("retry-failed count", *count_query(status="failed", cap=10_000)))
+        plans.append(
+            ("retry-failed count, function", *count_query(status="failed", function="noop"))
+        )
         plans.append(("counts", sql.SQL(query("status.counts")), {}))
         since = window_start(datetime.now(UTC))
         plans.append(("charts", sql.SQL(query("status.minutes")), {"since": since}))

@@ -8,7 +8,7 @@ Max-Age, which a client may ignore). The cookie is HttpOnly, SameSite=Strict, Se
 request came over HTTPS (behind a TLS proxy: uvicorn's --proxy-headers), and sent to the
 status page's paths only, never to /api.
 
-CSRF: every POST (login and logout today; the page's actions later) carries the session's
+CSRF: every POST (login, logout, the page's buttons: api/status/actions.py) carries the session's
 token in a hidden `csrf_token` field, checked in constant time. The login form is no
 exception: the login page starts an anonymous session (a CSRF token and no role), so a form
 posted from another site, which has neither that cookie (SameSite=Strict) nor the token, is
@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -43,6 +43,8 @@ SALT = "status-page-session"
 LOGIN_FAILURES = 5
 LOGIN_WINDOW_SECONDS = 60.0
 MAX_NEXT_CHARS = 2000
+MAX_FORM_FIELDS = 10
+FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,19 @@ class LoginThrottle:
 
     def succeeded(self, client: str) -> None:
         self._failures.pop(client, None)
+
+
+async def read_form(request: Request) -> dict[str, str] | None:
+    """A posted form's fields (the first value of each); None when the body is not a form or
+    has more than MAX_FORM_FIELDS fields. The body is already bounded by BodySizeLimit."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM_TYPE:
+        return None
+    body = (await request.body()).decode("utf-8", "replace")
+    try:
+        fields = parse_qs(body, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:  # too many fields: no form of this page's
+        return None
+    return {name: values[0] for name, values in fields.items()}
 
 
 def client_address(request: Request) -> str:

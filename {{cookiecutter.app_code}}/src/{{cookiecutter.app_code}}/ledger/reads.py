@@ -136,20 +136,8 @@ def list_query(
     other direction is a caller's mistake (ValueError)."""
     if (before and oldest_first) or (after and not oldest_first):
         raise ValueError("pass `before` newest first and `after` oldest first")
-    where: list[sql.Composable] = []
-    params: dict[str, Any] = {"limit": limit + 1}
-    if status:
-        where.append(sql.SQL("status = %(status)s"))
-        params["status"] = status
-    if function:
-        where.append(sql.SQL("function = %(function)s"))
-        params["function"] = function
-    if job_id is not None:
-        where.append(sql.SQL("job_id = %(job_id)s"))
-        params["job_id"] = job_id
-    if id_prefix:
-        where.append(sql.SQL("job_id LIKE %(prefix)s"))
-        params["prefix"] = _escape_like(id_prefix) + "%"
+    where, params = _filters(status=status, function=function, id_prefix=id_prefix, job_id=job_id)
+    params["limit"] = limit + 1
     cursor = after if oldest_first else before
     if cursor:
         where.append(
@@ -167,6 +155,73 @@ def list_query(
         dir=direction,
     )
     return query, params
+
+
+def _filters(
+    *, status: str | None, function: str | None, id_prefix: str | None, job_id: str | None
+) -> tuple[list[sql.Composable], dict[str, Any]]:
+    """The WHERE conditions (fixed SQL) and their parameters, for the given filters."""
+    where: list[sql.Composable] = []
+    params: dict[str, Any] = {}
+    if status:
+        where.append(sql.SQL("status = %(status)s"))
+        params["status"] = status
+    if function:
+        where.append(sql.SQL("function = %(function)s"))
+        params["function"] = function
+    if job_id is not None:
+        where.append(sql.SQL("job_id = %(job_id)s"))
+        params["job_id"] = job_id
+    if id_prefix:
+        where.append(sql.SQL("job_id LIKE %(prefix)s"))
+        params["prefix"] = _escape_like(id_prefix) + "%"
+    return where, params
+
+
+def count_query(
+    *,
+    status: str | None = None,
+    function: str | None = None,
+    id_prefix: str | None = None,
+    job_id: str | None = None,
+    cap: int = 10_000,
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """How many jobs match, counted up to `cap` + 1 (an index walk that stops there)."""
+    where, params = _filters(status=status, function=function, id_prefix=id_prefix, job_id=job_id)
+    params["cap"] = cap + 1
+    query = sql.SQL(
+        "SELECT count(*) AS n FROM (SELECT 1 FROM job {where} LIMIT %(cap)s) AS m"
+    ).format(
+        where=sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
+    )
+    return query, params
+
+
+async def count_jobs(db: Pool | Conn, *, cap: int = 10_000, **filters: str | None) -> int:
+    """The number of jobs matching `filters` (list_jobs's), at most `cap` + 1: more than `cap`
+    reads as "over `cap`"."""
+    query, params = count_query(cap=cap, **filters)
+    rows = await _fetch(db, query, params)
+    return int(rows[0]["n"])
+
+
+async def matching_ids(
+    db: Pool | Conn,
+    *,
+    limit: int,
+    status: str | None = None,
+    function: str | None = None,
+    id_prefix: str | None = None,
+    job_id: str | None = None,
+) -> list[str]:
+    """The ids of the first `limit` jobs matching the filters (list_jobs's), oldest first:
+    what the status page's Retry all failed retries."""
+    where, params = _filters(status=status, function=function, id_prefix=id_prefix, job_id=job_id)
+    params["limit"] = limit
+    query = sql.SQL(
+        "SELECT job_id FROM job {where} ORDER BY enqueued_at, job_id LIMIT %(limit)s"
+    ).format(where=sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""))
+    return [row["job_id"] for row in await _fetch(db, query, params)]
 
 
 def _escape_like(text: str) -> str:

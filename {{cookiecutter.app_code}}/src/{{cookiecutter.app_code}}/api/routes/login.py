@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -24,24 +23,13 @@ from ..session import (
     base_path,
     client_address,
     local_next,
+    read_form,
 )
 from ..status.formatting import base_context, render
 
 router = APIRouter(prefix="/app/v1", tags=["status page"], include_in_schema=False)
 
-MAX_FORM_FIELDS = 10
 MAX_TOKEN_CHARS = 512
-FORM_TYPE = "application/x-www-form-urlencoded"
-
-
-async def _form(request: Request) -> dict[str, str] | None:
-    """The posted form's fields (the first value of each); None when the body is not a form.
-    The body is already bounded by BodySizeLimit."""
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM_TYPE:
-        return None
-    body = (await request.body()).decode("utf-8", "replace")
-    fields = parse_qs(body, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
-    return {name: values[0] for name, values in fields.items()}
 
 
 def _login_page(
@@ -93,7 +81,7 @@ async def login_page(
 async def login(
     request: Request, settings: SettingsDep, sessions: SessionsDep, throttle: ThrottleDep
 ) -> Response:
-    form = await _form(request) or {}
+    form = await read_form(request) or {}
     target = local_next(form.get("next"), request)
     session = sessions.read(request)
     client = client_address(request)
@@ -149,7 +137,7 @@ async def login(
 
 @router.post("/logout", response_class=HTMLResponse)
 async def logout(request: Request, settings: SettingsDep, sessions: SessionsDep) -> Response:
-    form = await _form(request) or {}
+    form = await read_form(request) or {}
     session = sessions.read(request)
     login = f"{base_path(request)}/app/v1/login"
     if session is None or session.role is None:

@@ -92,14 +92,17 @@ templates = Jinja2Templates(env=_environment())
 
 def base_context(request: Request, settings: Settings, now: datetime) -> dict[str, Any]:
     """What every page's layout (base.html) needs."""
+    session = getattr(request.state, "page_session", None)
     return {
         "app_code": settings.app_code,
         "version": __version__,
         "base": request.scope.get("root_path", "").rstrip("/"),
         "now": now,
         "stale_seconds": int(STALE_SECONDS),
-        # Set by require_page: the role the page shows, and the logout form's CSRF token.
-        "session": getattr(request.state, "page_session", None),
+        # Set by require_page: the role the page shows, and the CSRF token of its forms.
+        "session": session,
+        # Full access: the page shows the Cancel and Retry buttons (api/status/actions.py).
+        "can_act": session is not None and not session.read_only,
     }
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import psycopg
 import redis.exceptions
@@ -60,6 +60,7 @@ class Filters:
     cursor: Cursor | None = None
     cursor_raw: str | None = None
     notices: list[str] = field(default_factory=list)
+    done: str | None = None  # what Retry all failed did (its redirect's `retried=`)
 
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> Filters:
@@ -79,6 +80,7 @@ class Filters:
                 f.notices.append(
                     f"That page link is not valid any more; showing the {f.sort} jobs."
                 )
+        f.done = _retried(params.get("retried", ""), params.get("confirmed", ""))
         return f
 
     def _choice(
@@ -140,6 +142,25 @@ class Filters:
         }
 
 
+def _retried(retried: str, confirmed: str) -> str | None:
+    """The notice after Retry all failed: how many were queued again (and if the confirmation
+    counted otherwise, why)."""
+    if not retried.isdigit():
+        return None
+    n = int(retried)
+    text = f"{n} failed job{'' if n == 1 else 's'} queued again."
+    if confirmed.isdigit() and int(confirmed) != n:
+        text += (
+            f" The confirmation had counted {int(confirmed)}: jobs failed, or were retried "
+            "elsewhere, in between."
+        )
+    return text
+
+
+def context_base(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
 def job_view(row: dict[str, Any], now: datetime) -> dict[str, Any]:
     """A ledger row plus its queue wait and run time (so far, while it runs)."""
     started, finished = row.get("started_at"), row.get("finished_at")
@@ -149,6 +170,39 @@ def job_view(row: dict[str, Any], now: datetime) -> dict[str, Any]:
     view["run"] = (finished or now) - started if started else None
     view["running"] = started is not None and finished is None
     return view
+
+
+def _moment(value: Any) -> datetime | None:
+    """A timestamp of the attempts JSON (PostgreSQL's ISO text), or None."""
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def attempts_view(attempts: Any, now: datetime) -> list[dict[str, Any]]:
+    """The job's attempts (the ledger's `attempts`, oldest first) for the timeline: each with
+    its start, finish, duration (so far, while it runs), outcome, error and worker."""
+    views = []
+    for n, item in enumerate(attempts if isinstance(attempts, list) else [], start=1):
+        if not isinstance(item, dict):
+            continue
+        started, finished = _moment(item.get("started_at")), _moment(item.get("finished_at"))
+        views.append(
+            {
+                "n": item.get("attempt") or n,
+                "started_at": started,
+                "finished_at": finished,
+                "duration": (finished or now) - started if started else None,
+                "running": started is not None and finished is None,
+                "outcome": str(item.get("outcome") or "unknown"),
+                "error": item.get("error"),
+                "worker_id": item.get("worker_id"),
+            }
+        )
+    return views
 
 
 async def read_counts(conn: Conn) -> dict[str, Any]:
@@ -261,6 +315,7 @@ async def status_context(
     context = {
         **base_context(request, settings, now),
         "filters": filters,
+        "here": f"{context_base(request)}/app/v1/status{filters.query()}",
         "statuses": STATUSES,
         "sorts": SORTS,
         "matches": MATCHES,
@@ -285,6 +340,7 @@ async def job_context(
     context: dict[str, Any] = {
         **base_context(request, settings, now),
         "job_id": job_id,
+        "here": f"{context_base(request)}/app/v1/jobs/{quote(job_id, safe='')}",
         "job": None,
         "db_error": None,
     }
@@ -297,6 +353,7 @@ async def job_context(
     if row is None:
         return context, 404
     job = job_view(row, now)
+    job["attempt_list"] = attempts_view(row.get("attempts"), now)
     job["params_json"] = pretty_json(row["params"])
     job["result_json"] = None if row["result"] is None else pretty_json(row["result"])
     context["job"] = job

@@ -2,7 +2,8 @@
 
 `GET /app/v1/status` renders counts, the job table (filtered, cursor-paged), workers, cron
 schedules and a health line; `GET /app/v1/status/fragment` renders the same live sections
-for the page's script to swap in every 2 s. `GET /app/v1/jobs/{job_id}` shows one job.
+for the page's script to swap in every 2 s. `GET /app/v1/jobs/{job_id}` shows one job. The
+buttons' POST routes (cancel, retry, retry all failed) are actions.py's.
 Every route needs a session (api/session.py, api/routes/login.py): without one a page
 redirects (303) to the login page and a fragment answers 401.
 """
@@ -16,10 +17,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from ..deps import ArqDep, PagePoolDep, PoolDep, SettingsDep
 from ..session import require_fragment, require_page
+from . import actions
 from .formatting import render
 from .reading import job_context, status_context
 
 router = APIRouter(prefix="/app", tags=["status page"], include_in_schema=False)
+router.include_router(actions.router)
 
 
 @router.get("", response_class=RedirectResponse)
