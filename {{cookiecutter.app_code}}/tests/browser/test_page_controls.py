@@ -101,6 +101,8 @@ def test_retry_a_failed_job_from_its_page(
     expect(page.locator("#job")).to_have_attribute("data-status", "failed", timeout=LIVE_WAIT_MS)
     expect(page.locator("#attempts li")).to_have_count(2)
     expect(page.locator("#job dd.tries")).to_have_text("2")
+    expect(page.locator("#job dd.priority")).to_have_text("default")
+    expect(page.locator('#job [data-field="run_at"]')).to_have_text("at once")
     page.screenshot(path=str(artifacts / "controls-job.png"), full_page=True)
     assert_not_reloaded(page)
     full.watch.assert_clean()
