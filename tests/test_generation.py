@@ -38,7 +38,7 @@ EXPECTED_FILES = [
     "src/{app}/jobs/hello.py",
     "src/{app}/db/helpers.py",
     "src/{app}/db/migrate/__main__.py",
-    "src/{app}/queue.py",
+    "src/{app}/queue/__init__.py",
     "tests/integration/test_pipeline.py",
 ]
 UNRENDERED = re.compile(r"\{\{\s*cookiecutter\.|\{%[^%]*cookiecutter")

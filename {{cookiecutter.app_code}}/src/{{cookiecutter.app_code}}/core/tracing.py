@@ -8,8 +8,8 @@ span, so a submission's trace id reaches the ledger, the job and the log lines a
 at the cost of a few dictionary look-ups.
 
 The trace travels with a job as a W3C `traceparent` string: the ledger keeps its `trace_id`
-and `span_id`, and the job carries it through Redis (queue.py) to the worker, whose run is a
-child span of the submitting request.
+and `span_id`, and the job carries it through Redis (the queue package) to the worker,
+whose run is a child span of the submitting request.
 """
 
 from __future__ import annotations

@@ -7,5 +7,5 @@ that makes Redis match the ledger, and the reads.
 - `dispatch`: delivers again what Redis lost, settles what arq finished;
 - `reads`: the newest-first pages of the API and the status page.
 
-Nothing here talks to arq except through `queue.py`.
+Nothing here talks to arq except through the `queue` package.
 """

@@ -102,7 +102,7 @@ def tracked(spec: JobSpec) -> JobCoroutine:
         if args:
             raise TypeError(f"{spec.name} takes keyword params only, got {len(args)} positional")
         parent = context_of(raw.pop(TRACE_KWARG, None))
-        raw.pop(RETRY_KWARG, None)  # the dispatcher's marker (queue.py), not a param
+        raw.pop(RETRY_KWARG, None)  # the dispatcher's marker (queue/names.py), not a param
         job_id: str = ctx["job_id"]
         attributes = {"job.id": job_id, "job.function": spec.name, "job.try": ctx["job_try"]}
         with (

@@ -13,8 +13,8 @@ full worker waits for its next free slot, not for the next poll. Measured with `
 on 2 cores: 40% less CPU per no-op job, and 25 ms jobs at max_jobs=10 went from 60% to 80%
 of the ideal rate. Everything else (running, retries, results, aborts) stays arq's.
 
-The one module besides queue.py that imports arq, and the only one that touches its Worker's
-members: `install` applies it to the arq version it was written for, and only to that.
+The one module besides the queue package that imports arq, and the only one that touches
+its Worker's members: `install` applies it to the arq version it was written for, and only to that.
 """
 
 from __future__ import annotations
