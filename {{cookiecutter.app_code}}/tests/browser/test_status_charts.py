@@ -98,16 +98,19 @@ def test_charts_show_the_jobs_just_run(
     assert after["failed"] - before["failed"] == FAILING, (before, after)
     assert after["succeeded"] - before["succeeded"] >= SUCCEEDING, (before, after)
 
-    # Minute by minute, the bars are the ledger's counts (a cron run may finish in between:
-    # read both again until they agree, a few times at most).
+    # Minute by minute, every job the ledger has finished is in the bars (a cron run may finish
+    # in between: read both again, a few times at most). The bars count finishes, and a job
+    # retried (POST .../retry, earlier tests) finishes once a run while the ledger keeps one
+    # row: so at least the ledger's count, and exactly so when nothing in the window was
+    # retried (tests/integration/test_job_minutes.py checks the exact count on its own rows).
     for _ in range(5):
         page.reload()
         shown = Counter({k: n for k, n in bars(page).items() if k[0] >= first})
         truth = ledger_minutes(settings, start)
-        if shown == truth:
+        if all(shown[key] >= n for key, n in truth.items()):
             break
         page.wait_for_timeout(300)
-    assert shown == truth
+    assert all(shown[key] >= n for key, n in truth.items()), (shown, truth)
 
     # Each bar's tooltip says its count; the wait chart has a point for the last finish's minute.
     last = max(minute for minute, outcome in shown if outcome == "failed")

@@ -100,7 +100,9 @@ def test_every_phase_ran_and_every_job_has_its_ledger_row(report: dict[str, Any]
 def test_wrk_batches_and_submit_to_start_ran(report: dict[str, Any]) -> None:
     wrk = report["api_wrk"]
     assert wrk["requests"] > 0 and wrk["accepted"] == wrk["requests"], wrk
-    assert wrk["socket_errors"] == 0 and wrk["p50_ms"] > 0 and wrk["p99_ms"] > 0
+    # Shape, not speed: wrk's percentiles are whole microseconds, shown in ms to two places, so
+    # a tiny smoke run on an idle machine may round its p50 to 0.
+    assert wrk["socket_errors"] == 0 and 0 <= wrk["p50_ms"] <= wrk["p99_ms"], wrk
     assert wrk["stack_worker_ran_all"] is True and wrk["ledger"]["ok"] is True
 
     batches = report["batches"]
