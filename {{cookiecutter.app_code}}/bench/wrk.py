@@ -58,6 +58,12 @@ def find_wrk() -> tuple[str | None, str]:
     result = subprocess.run(
         ["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, text=True, env=env
     )
+    if result.returncode != 0:  # a new machine has no package lists yet: fetch them once
+        say("apt-get install wrk failed; running apt-get update and trying again ...")
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True, env=env)
+        result = subprocess.run(
+            ["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, text=True, env=env
+        )
     if result.returncode != 0:
         return None, f"apt-get install wrk failed: {result.stderr.strip()[-300:]}"
     return shutil.which("wrk"), "installed with apt-get"

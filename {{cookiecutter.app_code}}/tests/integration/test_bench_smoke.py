@@ -99,6 +99,7 @@ def test_every_phase_ran_and_every_job_has_its_ledger_row(report: dict[str, Any]
 
 def test_wrk_batches_and_submit_to_start_ran(report: dict[str, Any]) -> None:
     wrk = report["api_wrk"]
+    assert "skipped" not in wrk, f"the wrk phase did not run: {wrk['skipped']}; install wrk"
     assert wrk["requests"] > 0 and wrk["accepted"] == wrk["requests"], wrk
     # Shape, not speed: wrk's percentiles are whole microseconds, shown in ms to two places, so
     # a tiny smoke run on an idle machine may round its p50 to 0.
