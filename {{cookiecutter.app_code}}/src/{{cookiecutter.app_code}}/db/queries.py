@@ -97,15 +97,35 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
         # SECURITY DEFINER functions (V7__job_control.sql) change only what they must.
         "job.cancel": "SELECT job_id, previous, status FROM cancel_job(%(job_id)s)",
         "job.retry": (
-            "SELECT job_id, function, params, previous, status, enqueued_at, trace_id, span_id "
-            "FROM retry_jobs(%(job_ids)s::text[])"
+            "SELECT job_id, function, params, previous, status, enqueued_at, trace_id, span_id, "
+            "priority, run_at FROM retry_jobs(%(job_ids)s::text[])"
         ),
+        # Retry all failed (ledger/control.py retry_failed): the failed jobs of a filter, oldest
+        # first. One statement per combination of filters, not one with `%(x)s IS NULL OR ...`
+        # (a prepared statement's generic plan keeps every OR and cannot pick the filter's
+        # index), each a walk of one index: (status, ...), (function, status, ...), job_id's.
         "job.failed_ids": (
             "SELECT job_id FROM job WHERE status = 'failed' "
-            "AND (%(function)s::text IS NULL OR function = %(function)s) "
-            "AND (%(prefix)s::text IS NULL OR job_id LIKE %(prefix)s) "
-            "AND (%(job_id)s::text IS NULL OR job_id = %(job_id)s) "
             "ORDER BY enqueued_at, job_id LIMIT %(limit)s"
+        ),
+        "job.failed_ids_of": (
+            "SELECT job_id FROM job WHERE status = 'failed' AND function = %(function)s "
+            "ORDER BY enqueued_at, job_id LIMIT %(limit)s"
+        ),
+        "job.failed_ids_prefix": (
+            "SELECT job_id FROM job WHERE status = 'failed' AND job_id LIKE %(prefix)s "
+            "ORDER BY enqueued_at, job_id LIMIT %(limit)s"
+        ),
+        "job.failed_ids_prefix_of": (
+            "SELECT job_id FROM job WHERE status = 'failed' AND job_id LIKE %(prefix)s "
+            "AND function = %(function)s ORDER BY enqueued_at, job_id LIMIT %(limit)s"
+        ),
+        "job.failed_ids_exact": (
+            "SELECT job_id FROM job WHERE status = 'failed' AND job_id = %(job_id)s LIMIT %(limit)s"
+        ),
+        "job.failed_ids_exact_of": (
+            "SELECT job_id FROM job WHERE status = 'failed' AND job_id = %(job_id)s "
+            "AND function = %(function)s LIMIT %(limit)s"
         ),
         # The dispatcher (ledger/dispatch.py): unfinished rows, oldest first, one page at a time
         # (job_unfinished_idx), and the outcomes it settles from what arq kept. A settle never

@@ -10,7 +10,8 @@ may not UPDATE job rows; V7__job_control.sql), then tell arq:
   never starts) or the start does (the run is aborted, and its attempt recorded `cancelled`).
 - retry: a failed or cancelled job goes back to `queued` (at the back of the queue) under its
   own id, arq's traces of the earlier runs are cleared, and it is handed to Redis like a
-  submission (HandOver). If Redis misses it, the dispatcher delivers it from the ledger.
+  submission (HandOver), in its own priority's queue and not before its run_at. If Redis
+  misses it, the dispatcher delivers it from the ledger.
 
 Used by the API's routes (api/routes/jobs.py) and the status page's buttons.
 """
@@ -129,12 +130,8 @@ async def retry_failed(
     (function, id prefix, exact id), oldest first, at most `limit`. Returns how many were
     retried (a job that stopped being failed meanwhile is skipped)."""
     if job_ids is None:
-        prefix = None if not id_prefix else _escape_like(id_prefix) + "%"
-        found = await get_many(
-            db,
-            "job.failed_ids",
-            {"function": function, "prefix": prefix, "job_id": job_id, "limit": limit},
-        )
+        name, params = _failed_ids_query(function, id_prefix, job_id)
+        found = await get_many(db, name, {**params, "limit": limit})
         job_ids = [r["job_id"] for r in found]
     retried = 0
     for start in range(0, len(job_ids), RETRY_CHUNK):
@@ -151,7 +148,8 @@ async def _hand_over(db: Pool, hand_over: HandOver, rows: list[dict[str, Any]]) 
         await clear_for_rerun(hand_over.arq, [r["job_id"] for r in rows])
     except QueueUnavailable as exc:
         log.warning("%d jobs retried in the ledger; the dispatcher delivers: %s", len(rows), exc)
-    # A retry runs at once (no run_at), at `default` priority (retry_jobs returns none).
+    # In the job's own priority's queue, and not before its run_at (a run_at in the past: at
+    # once), as the dispatcher would deliver it (retry_jobs returns both, V10).
     jobs: list[Submission] = [
         Submission(
             r["job_id"],
@@ -160,10 +158,28 @@ async def _hand_over(db: Pool, hand_over: HandOver, rows: list[dict[str, Any]]) 
                 {**(r["params"] or {}), RETRY_KWARG: retry_marker(r["enqueued_at"])},
                 traceparent(r["trace_id"], r["span_id"]),
             ),
+            r["run_at"],
+            r["priority"] or "default",
         )
         for r in rows
     ]
     hand_over.add(db, jobs)
+
+
+def _failed_ids_query(
+    function: str | None, id_prefix: str | None, job_id: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The named statement of these filters (one per combination: db/queries.py says why) and
+    its parameters. An exact id wins over a prefix."""
+    params: dict[str, Any] = {}
+    name = "job.failed_ids"
+    if job_id is not None:
+        name, params["job_id"] = name + "_exact", job_id
+    elif id_prefix:
+        name, params["prefix"] = name + "_prefix", _escape_like(id_prefix) + "%"
+    if function:
+        name, params["function"] = name + "_of", function
+    return name, params
 
 
 def _escape_like(text: str) -> str:

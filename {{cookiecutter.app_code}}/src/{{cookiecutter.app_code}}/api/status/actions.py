@@ -140,7 +140,7 @@ def _failed_filters(params: dict[str, str] | Any) -> Filters:
 def _failed_args(filters: Filters) -> dict[str, str | None]:
     """count_jobs's and matching_ids's filters: the list's, for failed jobs."""
     args = filters.list_args()
-    keep = ("function", "id_prefix", "job_id")
+    keep = ("function", "priority", "id_prefix", "job_id")
     return {"status": "failed", **{name: args[name] for name in keep}}
 
 

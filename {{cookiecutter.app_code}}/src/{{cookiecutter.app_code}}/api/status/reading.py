@@ -29,6 +29,7 @@ from ...db.pool import Pool
 from ...jobs import CRONS, JOBS, STATUSES
 from ...ledger.reads import BadCursor, Cursor, list_jobs, page_reads
 from ...queue import ArqRedis, next_run
+from ...queue.names import PRIORITIES
 from .charts import charts
 from .formatting import base_context, pretty_json
 from .minutes import read_window
@@ -54,6 +55,7 @@ class Filters:
 
     status: str | None = None
     function: str | None = None
+    priority: str | None = None
     q: str | None = None
     match: str = MATCHES[0]
     sort: str = SORTS[0]
@@ -67,6 +69,7 @@ class Filters:
         f = cls()
         f.status = f._choice(params, "status", STATUSES, "status")
         f.function = f._choice(params, "function", tuple(JOBS), "function")
+        f.priority = f._choice(params, "priority", PRIORITIES, "priority")
         f.match = f._choice(params, "match", MATCHES, "id match") or MATCHES[0]
         f.sort = f._choice(params, "sort", SORTS, "order") or SORTS[0]
         q = params.get("q", "").strip()
@@ -111,6 +114,7 @@ class Filters:
         values: dict[str, str | None] = {
             "status": self.status,
             "function": self.function,
+            "priority": self.priority,
             "q": self.q,
             "match": self.match if self.q and self.exact else None,
             "sort": None if self.sort == SORTS[0] else self.sort,
@@ -128,13 +132,14 @@ class Filters:
 
     @property
     def active(self) -> bool:
-        return bool(self.status or self.function or self.q)
+        return bool(self.status or self.function or self.priority or self.q)
 
     def list_args(self) -> dict[str, Any]:
         """list_jobs's keyword arguments for these filters."""
         return {
             "status": self.status,
             "function": self.function,
+            "priority": self.priority,
             "id_prefix": None if self.exact else self.q,
             "job_id": self.q if self.exact else None,
             "oldest_first": self.oldest_first,
@@ -320,6 +325,7 @@ async def status_context(
         "sorts": SORTS,
         "matches": MATCHES,
         "functions": sorted(JOBS),
+        "priorities": PRIORITIES,
         "counts": None,
         "charts": None,
         "jobs": [],
