@@ -14,6 +14,7 @@ through the login form, as the page's own tests do) and its cookie.
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import time
 import uuid
@@ -44,11 +45,12 @@ HTTP_TIMEOUT = 30.0
 DRAIN_WAIT_SECONDS = 60.0
 
 # A ledger as it looks after months of use: finished jobs of every submittable function,
-# newest every ~2.6 s over 30 days. No row is queued or in progress: the dispatcher would
+# newest every ~2.6 s over 30 days; 2% `high` (half of them failed) and 4% `low` (a quarter
+# failed), the rest `default`. No row is queued or in progress: the dispatcher would
 # deliver such rows again (they are not in Redis), and a live ledger holds few of them.
 FILL = """
 INSERT INTO job (job_id, function, params, status, source, tries, enqueued_at, started_at,
-                 finished_at, result, error, worker_id)
+                 finished_at, result, error, worker_id, priority)
 SELECT %(prefix)s || lpad(i::text, 7, '0'),
        CASE WHEN i %% 3 = 0 THEN 'noop' ELSE 'hello' END,
        jsonb_build_object('name', 'row ' || i),
@@ -56,7 +58,8 @@ SELECT %(prefix)s || lpad(i::text, 7, '0'),
        'api', 1, t, t + interval '5 ms', t + interval '9 ms',
        CASE WHEN i %% 20 = 7 THEN NULL ELSE '{}'::jsonb END,
        CASE WHEN i %% 20 = 7 THEN 'Traceback (most recent call last): ...' END,
-       'bench-worker'
+       'bench-worker',
+       CASE WHEN i %% 50 = 27 THEN 'high' WHEN i %% 25 = 7 THEN 'low' ELSE 'default' END
 FROM generate_series(1, %(rows)s) AS i,
      LATERAL (SELECT now() - interval '1 hour' - (%(rows)s - i) * interval '2.6 s' AS t) AS at
 """
@@ -148,6 +151,10 @@ def test_every_page_query_reads_an_index(settings: Settings, big_ledger: str) ->
                 "after": cursor,
             },
             "id prefix, oldest first": {"id_prefix": big_ledger + "00042", "oldest_first": True},
+            **PRIORITY_LISTS,
+            "high+status+function, page 2": {**HIGH_FAILED_NOOP, "before": cursor},
+            "low, oldest first, page 2": {"priority": "low", "oldest_first": True, "after": cursor},
+            "high+id prefix": {"priority": "high", "id_prefix": big_ledger + "00042"},
         }
         plans: list[tuple[str, sql.Composable, dict[str, Any]]] = [
             (name, *list_query(**kw, limit=50)) for name, kw in lists.items()
@@ -157,6 +164,8 @@ def test_every_page_query_reads_an_index(settings: Settings, big_ledger: str) ->
         plans.append(
             ("retry-failed count, function", *count_query(status="failed", function="noop"))
         )
+        plans.append(("retry-failed count, high", *count_query(status="failed", priority="high")))
+        plans += _failed_ids_plans(big_ledger)
         plans.append(("counts", sql.SQL(query("status.counts")), {}))
         since = window_start(datetime.now(UTC))
         plans.append(("charts", sql.SQL(query("status.minutes")), {"since": since}))
@@ -165,14 +174,106 @@ def test_every_page_query_reads_an_index(settings: Settings, big_ledger: str) ->
         plans.append(("cron last run", sql.SQL(query("cron.last_run")), {"prefix": "cron:%"}))
         for name, statement, params in plans:
             explain = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + statement
-            row = conn.execute(explain, params).fetchone()
-            assert row is not None
-            plan = row[0][0]
-            nodes, ms = _nodes(plan["Plan"]), float(plan["Execution Time"])
-            print(f"\n{name}: {ms:.2f} ms, {' > '.join(nodes)}", end="")
-            assert "Seq Scan on job" not in nodes, (name, nodes)  # job_count: a few rows
-            assert "Seq Scan on job_minute" not in nodes, (name, nodes)
-            assert ms < PLAN_LIMIT_MS, (name, ms, nodes)
+            nodes = _check_plan(conn, name, explain, params)
+            if name in ON_PRIORITY_INDEX:
+                assert any("(job_priority_" in node for node in nodes), (name, nodes)
+
+
+def _check_plan(
+    conn: psycopg.Connection[tuple[object, ...]],
+    name: str,
+    explain: sql.Composable,
+    params: dict[str, Any] | None,
+) -> list[str]:
+    """Run one EXPLAIN ANALYZE: no sequential scan of job or job_minute, under the limit."""
+    row = conn.execute(explain, params).fetchone()
+    assert row is not None
+    plan = row[0][0]
+    nodes, ms = _nodes(plan["Plan"]), float(plan["Execution Time"])
+    print(f"\n{name}: {ms:.2f} ms, {' > '.join(nodes)}", end="")
+    assert "Seq Scan on job" not in nodes, (name, nodes)  # job_count: a few rows
+    assert "Seq Scan on job_minute" not in nodes, (name, nodes)
+    assert ms < PLAN_LIMIT_MS, (name, ms, nodes)
+    return nodes
+
+
+# The priority filter (V10): `high` and `low` walk the partial (priority, ...) indexes, alone
+# and with the other filters; `default` (most rows) walks the indexes of no priority filter.
+HIGH_FAILED_NOOP = {"priority": "high", "status": "failed", "function": "noop"}
+PRIORITY_LISTS: dict[str, dict[str, Any]] = {
+    "high": {"priority": "high"},
+    "low": {"priority": "low"},
+    "default": {"priority": "default"},
+    "high+status": {"priority": "high", "status": "failed"},
+    "high+function": {"priority": "high", "function": "noop"},
+    "high+status+function": HIGH_FAILED_NOOP,
+    "low+rare status+function": {"priority": "low", "status": "queued", "function": "noop"},
+    "default+status+function": {"priority": "default", "status": "failed", "function": "noop"},
+    "default+rare status": {"priority": "default", "status": "cancelled"},
+}
+# These must walk one of V10's partial indexes (job_priority_*), not filter another index.
+ON_PRIORITY_INDEX = {
+    "high",
+    "low",
+    "high+status",
+    "high+function",
+    "high+status+function",
+    "low+rare status+function",
+    "high+status+function, page 2",
+    "low, oldest first, page 2",
+}
+
+
+def _failed_ids_plans(prefix: str) -> list[tuple[str, sql.Composable, dict[str, Any]]]:
+    """ledger/control.py's retry_failed: each filter combination's own statement."""
+    like, exact, noop = prefix + "00042%", prefix + "0004247", "noop"
+    return [
+        (f"failed ids {label}", sql.SQL(query(name)), {**params, "limit": 10_000})
+        for label, name, params in (
+            ("", "job.failed_ids", {}),
+            ("of noop", "job.failed_ids_of", {"function": noop}),
+            ("by prefix", "job.failed_ids_prefix", {"prefix": like}),
+            ("by prefix, of noop", "job.failed_ids_prefix_of", {"prefix": like, "function": noop}),
+            ("exact", "job.failed_ids_exact", {"job_id": exact}),
+            ("exact, of noop", "job.failed_ids_exact_of", {"job_id": exact, "function": noop}),
+        )
+    ]
+
+
+def test_priority_filters_use_their_index_in_generic_plans_too(
+    settings: Settings, big_ledger: str
+) -> None:
+    """psycopg prepares a statement run 5 times on a connection, and PostgreSQL may then plan
+    it once for any value (a generic plan): the priority filter's repeated predicate lets that
+    plan still prove V10's partial indexes; the statements of retry_failed's filter
+    combinations keep their index too."""
+    plans: list[tuple[str, sql.Composable, dict[str, Any]]] = [
+        (name, *list_query(**kw, limit=50)) for name, kw in PRIORITY_LISTS.items()
+    ]
+    plans += _failed_ids_plans(big_ledger)
+    with _admin(settings) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        for n, (name, statement, params) in enumerate(plans):
+            text, values = _positional(statement.as_string(conn), params)
+            conn.execute(f"PREPARE page_cost_{n} AS {text}")
+            args = sql.SQL(", ").join(sql.Literal(v) for v in values)
+            explain = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {} ({})").format(
+                sql.Identifier(f"page_cost_{n}"), args
+            )
+            nodes = _check_plan(conn, f"generic {name}", explain, None)
+            if name in ON_PRIORITY_INDEX:
+                assert any("(job_priority_" in node for node in nodes), (name, nodes)
+
+
+def _positional(text: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
+    """`%(name)s` placeholders as PREPARE's $1, $2 ..., and the values in their order."""
+    names: list[str] = []
+    for name in re.findall(r"%\((\w+)\)s", text):
+        if name not in names:
+            names.append(name)
+    for n, name in enumerate(names, start=1):
+        text = text.replace(f"%({name})s", f"${n}")
+    return text.replace("%%", "%"), [params[name] for name in names]
 
 
 def _p(values: list[float], q: float) -> float:
@@ -191,6 +292,9 @@ def test_page_loads_stay_fast_with_a_million_rows(page_api: httpx.Client, big_le
         f"?q={big_ledger}0004242&match=exact",
         "?sort=oldest&status=failed",
         "?function=noop&before=" + _cursor(page_api),
+        "?priority=high",
+        "?priority=low&status=failed&function=noop",
+        "?priority=default&status=failed",
     ]
     times: list[float] = []
     for i in range(PAGE_LOADS):
