@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -102,7 +103,12 @@ def test_sort_links_flip_the_order_and_keep_the_filters(
     page_api: httpx.Client, ledger_rows: tuple[str, list[dict[str, Any]]]
 ) -> None:
     prefix, _ = ledger_rows
-    first = page_api.get(f"{STATUS}?q={prefix}c&status=failed").text
+    # The four failing jobs (c000-c003) may still be queued or running: wait until all failed,
+    # or the two orders would compare lists read at different moments.
+    deadline = time.monotonic() + 20
+    while len(ids_on(first := page_api.get(f"{STATUS}?q={prefix}c&status=failed").text)) < 4:
+        assert time.monotonic() < deadline, ids_on(first)
+        time.sleep(0.1)
     flip = re.search(r'<a class="sort" href="([^"]+)"', first)
     assert flip, "the Enqueued column has no order link"
     target = html.unescape(flip[1])
