@@ -46,6 +46,7 @@ MODULE_ORDER = (
     "test_workers",
     "test_ledger_truth",
     "test_outages",
+    "test_hand_over",
     "test_scale",
     "test_tracing",
     "test_page_cost",

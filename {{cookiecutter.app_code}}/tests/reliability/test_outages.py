@@ -196,7 +196,7 @@ def test_redis_slower_than_redis_timeout_every_answer_agrees_with_what_runs(
         _, slow = spawn_api(REDIS_PORT=str(proxy.port))
         for jid in ids:
             answers[jid] = rig.post(jid, via=slow, name="slow").status_code
-            time.sleep(0.1)  # spread over several of the API's 2 s Redis back-offs
+            time.sleep(0.1)  # spread over several of the API's hand-over retries
         accepted = [j for j, code in answers.items() if code == 202]
         assert len(accepted) == len(ids), f"PostgreSQL was up, yet: {answers}"
         rig.ledger.wait_for(accepted, within=60)

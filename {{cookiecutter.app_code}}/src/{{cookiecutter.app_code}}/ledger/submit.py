@@ -3,9 +3,10 @@
 The ledger row commits before anything else happens, so a `202` means the job is durable and
 will run (concurrent submissions share one INSERT and its commit: ledger/group.py). The
 answer does not wait for Redis: the API process hands accepted jobs to Redis in the
-background (`HandOver`), every job that came in meanwhile in one round trip. If Redis is
-down, slow or loses them, or the API process dies first, the dispatcher (ledger/dispatch.py)
-delivers them from the ledger. So an answer never depends on Redis: `503` means PostgreSQL
+background (`HandOver`), every job that came in meanwhile in one round trip; a round trip
+Redis fails is tried again after a short back-off on a fresh connection. If Redis loses them,
+stays away, or the API process dies first, the dispatcher (ledger/dispatch.py) delivers them
+from the ledger. So an answer never depends on Redis: `503` means PostgreSQL
 could not commit the row.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Sequence
@@ -34,11 +36,18 @@ from .group import Row, Taken, group_of
 
 log = logging.getLogger(__name__)
 
-# After Redis failed a hand-over, the API skips it this long (the dispatcher delivers), so an
-# outage costs one hand-over REDIS_TIMEOUT, not every one.
-SKIP_REDIS_AFTER_FAILURE_S = 2.0
 # Jobs handed to Redis in one round trip at the most.
 HAND_OVER_MAX = 1000
+# A hand-over Redis failed is tried again, on a fresh connection, after 0.1 s, then twice as
+# long each time up to 1 s (the worker's own reconnect back-off) for as long as Redis fails:
+# about one connect a second while it is away, never a busy loop.
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 1.0
+# Jobs the API keeps for Redis while it fails, at the most; beyond that the oldest are left to
+# the dispatcher (they are in the ledger), so an outage of any length costs bounded memory.
+KEEP_MAX = 10_000
+# While Redis fails: a warning at the first failure, then one every this many seconds.
+FAILING_LOG_EVERY_S = 30.0
 
 
 class DuplicateJob(Exception):
@@ -49,29 +58,55 @@ class DuplicateJob(Exception):
         super().__init__(f"job id {job_id!r} already exists (status: {status or 'unknown'})")
 
 
+@dataclass
+class _Failing:
+    """A run of failed hand-overs: since when, how many tries, when last logged."""
+
+    since: float
+    tries: int = 0
+    logged: float = 0.0
+    left: int = 0  # jobs left to the dispatcher (beyond KEEP_MAX)
+
+
 class HandOver:
     """The API process's fast path to Redis: committed jobs wait here for the next round trip.
 
     One background task delivers whatever has come in since its last round trip, so under
-    load many jobs share one round trip and at light load a job goes at once. What it cannot
-    deliver (Redis failing) it leaves to the dispatchers, which it wakes with a NOTIFY.
+    load many jobs share one round trip and at light load a job goes at once. A round trip
+    Redis fails (down, restarted, slow) is tried again after a short back-off on a fresh
+    connection, with the jobs committed meanwhile; the jobs leave this queue only once Redis
+    has answered for them. The dispatchers are the safety net: woken (NOTIFY) when a run of
+    failures starts, they deliver from the ledger whatever the API does not (its process dies,
+    more than KEEP_MAX jobs wait, Redis stays away).
     """
 
     def __init__(self, arq: ArqRedis, settings: Settings) -> None:
         self.arq = arq
         self.settings = settings
-        self._skip_until = 0.0
         self._pending: list[Submission] = []
+        self._failing: _Failing | None = None
         self._db: Pool | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Committed jobs this process has not handed to Redis yet."""
+        return len(self._pending)
+
+    @property
+    def failed_tries(self) -> int:
+        """Tries Redis failed since the hand-over last worked (0: it works)."""
+        return 0 if self._failing is None else self._failing.tries
 
     def add(self, db: Pool, jobs: Sequence[Submission]) -> None:
         """Queue committed jobs for the next round trip (returns at once)."""
         self._pending.extend(jobs)
         self._db = db
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            # A context of its own: not the trace of the request that happened to start it.
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run(), context=contextvars.Context())
         self._wake.set()
 
     async def _run(self) -> None:
@@ -80,37 +115,100 @@ class HandOver:
             self._wake.clear()
             while self._pending:
                 batch = self._pending[:HAND_OVER_MAX]
-                del self._pending[:HAND_OVER_MAX]
                 try:
-                    await self._deliver(batch)
-                except Exception:  # the dispatcher delivers them; the next jobs still go
-                    log.exception("hand-over of %d jobs to Redis failed", len(batch))
+                    await deliver_many(self.arq, self.settings, batch)
+                except QueueUnavailable as exc:  # kept: tried again with what comes meanwhile
+                    await self._failed(exc)
+                    continue
+                except Exception:  # not Redis' doing (a bug): the dispatcher delivers them
+                    log.exception(
+                        "hand-over of %d jobs to Redis failed; the dispatcher delivers them "
+                        "from the ledger",
+                        len(batch),
+                    )
+                    del self._pending[: len(batch)]  # add() only appends: still the head
+                    await self._wake_dispatchers()
+                    continue
+                del self._pending[: len(batch)]
+                self._recovered()
 
-    async def _deliver(self, batch: list[Submission]) -> None:
-        """Hand `batch` to Redis, or wake the dispatchers to do it."""
-        if time.monotonic() >= self._skip_until:
-            try:
-                await deliver_many(self.arq, self.settings, batch)
-                return
-            except QueueUnavailable as exc:
-                self._skip_until = time.monotonic() + SKIP_REDIS_AFTER_FAILURE_S
-                log.warning("%s; the dispatcher delivers from the ledger", exc)
-        # Without PostgreSQL either, the dispatchers' periodic sweep finds the rows all the same.
+    async def _failed(self, exc: QueueUnavailable) -> None:
+        """Log, wake the dispatchers when failures start (or jobs are left to them), keep at
+        most KEEP_MAX jobs, drop the idle connections (dead ones after a restart: the next try
+        connects afresh), then wait the back-off."""
+        now = time.monotonic()
+        first = self._failing is None
+        failing = self._failing = self._failing or _Failing(since=now)
+        failing.tries += 1
+        delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** min(failing.tries - 1, 16))
+        over = len(self._pending) - KEEP_MAX
+        first_left = over > 0 and not failing.left
+        if over > 0:  # the oldest: the dispatcher puts them at their place in the queue
+            del self._pending[:over]
+            failing.left += over
+        if first or first_left or now - failing.logged >= FAILING_LOG_EVERY_S:
+            failing.logged = now
+            log.warning(
+                "hand-over to Redis failed (try %d, failing for %.1f s): %s; %d committed "
+                "jobs wait in the API, which tries again in %.1f s on a fresh connection (the "
+                "pause grows to %g s while Redis fails; it keeps %d jobs at the most: %d left "
+                "to the dispatcher so far); the ledger keeps them all, and the dispatcher "
+                "delivers what the API does not",
+                failing.tries,
+                now - failing.since,
+                exc,
+                len(self._pending),
+                delay,
+                RETRY_MAX_S,
+                KEEP_MAX,
+                failing.left,
+            )
+        if first or over > 0:
+            await self._wake_dispatchers()
+        with contextlib.suppress(Exception):  # the failed connection is closed already
+            await self.arq.connection_pool.disconnect(inuse_connections=False)
+        await asyncio.sleep(delay)
+
+    def _recovered(self) -> None:
+        if self._failing is not None:
+            log.info(
+                "hand-over to Redis works again after %d failed tries over %.1f s (%d jobs "
+                "were left to the dispatcher)",
+                self._failing.tries,
+                time.monotonic() - self._failing.since,
+                self._failing.left,
+            )
+            self._failing = None
+
+    async def _wake_dispatchers(self) -> None:
+        """NOTIFY: the dispatchers sweep the ledger now. Without PostgreSQL either, their
+        periodic sweep finds the rows all the same."""
         if self._db is not None:
             with contextlib.suppress(DatabaseUnavailable):
                 await execute_one(self._db, "dispatch.wake", {"channel": channel(self.settings)})
 
     async def aclose(self) -> None:
-        """Deliver what is pending (at shutdown), then stop the task."""
-        with contextlib.suppress(Exception):
-            while self._pending:
-                batch = self._pending[:HAND_OVER_MAX]
-                del self._pending[:HAND_OVER_MAX]
-                await self._deliver(batch)
+        """Stop the task, then hand what is pending to Redis, one try (at shutdown): what
+        Redis does not take the dispatcher delivers from the ledger."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        while self._pending:
+            batch = self._pending[:HAND_OVER_MAX]
+            try:
+                await deliver_many(self.arq, self.settings, batch)
+            except Exception as exc:  # shutting down: the ledger has them
+                log.warning(
+                    "at shutdown, %d committed jobs not handed to Redis (%s): the dispatcher "
+                    "delivers them from the ledger",
+                    len(self._pending),
+                    exc,
+                )
+                self._pending.clear()
+                await self._wake_dispatchers()
+                return
+            del self._pending[: len(batch)]
 
 
 async def submit(
