@@ -65,7 +65,7 @@ def test_every_phase_ran_and_every_job_has_its_ledger_row(report: dict[str, Any]
     mode = (ROOT / ".local" / "mode").read_text().strip()
     assert api["stack_worker_pause"] == PAUSES[mode], (mode, api["stack_worker_pause"])
     if mode == "local":  # the API's own CPU time, read from its process
-        assert api["cpu_ms_per_request"]["api"] > 0
+        assert api["cpu_ms_per_request"]["api"] is not None, api["cpu_ms_per_request"]
     assert api["stack_worker_ran_all"] is True
     assert api["ledger"]["ok"] is True
     shared = report["api_worker_running"]
@@ -116,9 +116,10 @@ def test_wrk_batches_and_submit_to_start_ran(report: dict[str, Any]) -> None:
     through_api = report["api_submit_to_start"]
     assert through_api["ledger"]["ok"] is True and through_api["p50_ms"] is not None
     mode = (ROOT / ".local" / "mode").read_text().strip()
-    if mode == "local":  # the API's own CPU time, read from its process
-        assert wrk["cpu_ms_per_request"]["api"] > 0
-        assert batches["cpu_ms_per_job"]["api"] > 0
+    if mode == "local":  # the API's own CPU time, read from its process: measured, though a
+        # quick run's few milliseconds may be below the kernel's 10 ms clock tick and read 0
+        assert wrk["cpu_ms_per_request"]["api"] is not None, wrk["cpu_ms_per_request"]
+        assert batches["cpu_ms_per_job"]["api"] is not None, batches["cpu_ms_per_job"]
 
 
 def test_memory_is_reported(report: dict[str, Any]) -> None:
