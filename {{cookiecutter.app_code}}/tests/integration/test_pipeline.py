@@ -144,6 +144,23 @@ def test_jobs_can_be_listed_newest_first_with_a_cursor(
     assert garbage.status_code == 400
 
 
+def test_jobs_can_be_listed_by_priority(
+    api: httpx.Client, read_auth: dict[str, str], auth: dict[str, str], job_id: Callable[[str], str]
+) -> None:
+    made = {job_id(f"prio-{p}"): p for p in ("high", "low", "default", "high")}
+    for jid, priority in made.items():
+        body = {"job_id": jid, "function": "hello", "params": {}, "priority": priority}
+        assert api.post("/api/v1/jobs", json=body, headers=auth).status_code == 202
+    for priority in ("high", "default", "low"):
+        query = {"priority": priority, "function": "hello", "limit": 500}
+        listed = api.get("/api/v1/jobs", params=query, headers=read_auth).json()["jobs"]
+        assert {j["priority"] for j in listed} == {priority}, (priority, listed[:3])
+        ours = {j["job_id"] for j in listed} & set(made)
+        assert ours == {jid for jid, p in made.items() if p == priority}
+    wrong = api.get("/api/v1/jobs", params={"priority": "urgent"}, headers=read_auth)
+    assert wrong.status_code == 422 and "priority" in wrong.text, wrong.text
+
+
 @pytest.mark.anyio
 async def test_cron_hello_runs(database: Database, settings: Settings) -> None:
     """A cron-made hello row appears within two periods of HELLO_CRON."""

@@ -18,7 +18,15 @@ from ...ledger.reads import BadCursor, Cursor, list_jobs
 from ...ledger.submit import DuplicateJob, HandOver, submit
 from ..deps import WRITE_REFUSALS, HandOverDep, PoolDep, read_route, require_write
 from ..responses import json_response
-from ..schemas import JOB_ID_PATTERN, JobPage, JobRecord, JobSubmit, Problem, errors_at
+from ..schemas import (
+    JOB_ID_PATTERN,
+    JobPage,
+    JobRecord,
+    JobSubmit,
+    Priority,
+    Problem,
+    errors_at,
+)
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -99,6 +107,7 @@ async def list_(
     pool: PoolDep,
     status_: Annotated[Status | None, Query(alias="status")] = None,
     function: Annotated[str | None, Query(max_length=100)] = None,
+    priority: Annotated[Priority | None, Query(description="only jobs of this priority")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[
         str | None, Query(max_length=400, description="next_cursor of a page")
@@ -113,7 +122,9 @@ async def list_(
             status.HTTP_422_UNPROCESSABLE_ENTITY,
             detail=f"unknown function {function!r}; known: {', '.join(sorted(JOBS))}",
         )
-    rows, nxt = await list_jobs(pool, status=status_, function=function, before=cursor, limit=limit)
+    rows, nxt = await list_jobs(
+        pool, status=status_, function=function, priority=priority, before=cursor, limit=limit
+    )
     return JobPage(
         jobs=[JobRecord.model_validate(r) for r in rows], next_cursor=nxt.encode() if nxt else None
     )
