@@ -30,12 +30,12 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from arq import func  # noqa: E402
 from arq.logs import default_log_config  # noqa: E402
-from arq.worker import Function, Worker, create_worker  # noqa: E402
+from arq.worker import Function, create_worker  # noqa: E402
 
 from {{ cookiecutter.app_code }}.jobs import JOBS, JobSpec, submittable  # noqa: E402
 from {{ cookiecutter.app_code }}.jobs.base import Ctx  # noqa: E402
 from {{ cookiecutter.app_code }}.ledger.tracking import tracked  # noqa: E402
-from {{ cookiecutter.app_code }}.worker.claim import ARQ_START_JOBS  # noqa: E402
+from {{ cookiecutter.app_code }}.worker.claim import uninstall  # noqa: E402
 from {{ cookiecutter.app_code }}.worker.logs import job_lines  # noqa: E402
 from {{ cookiecutter.app_code }}.worker.main import SETTINGS, WorkerSettings  # noqa: E402
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         # arq's own loop: the standard asyncio one, whatever the service's settings installed.
         asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
         asyncio.set_event_loop(asyncio.new_event_loop())
-        Worker.start_jobs = ARQ_START_JOBS  # type: ignore[method-assign]
+        uninstall()  # arq's claim, one job at a time, and its poll
         job_lines(True)  # arq logs two lines per job
     if args.poll_delay is not None:
         overrides["poll_delay"] = args.poll_delay

@@ -10,6 +10,18 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final, LiteralString
 
+# A worker's start of a job whose row exists (the API's, an earlier run's). A cancelled job
+# is not started: the statement fails (V7__job_control.sql).
+_START_CONFLICT: Final = (
+    "ON CONFLICT (job_id) DO UPDATE SET "
+    "status = CASE WHEN job.status = 'cancelled' THEN job_refuse_start(job.job_id) "
+    "ELSE 'in_progress' END, tries = coalesce(job.tries_base, 0) + EXCLUDED.tries, "
+    "started_at = now(), finished_at = NULL, error = NULL, worker_id = EXCLUDED.worker_id, "
+    "trace_id = coalesce(job.trace_id, EXCLUDED.trace_id), "
+    "attempts = job_attempt_begin(job.attempts, "
+    "coalesce(job.tries_base, 0) + EXCLUDED.tries, EXCLUDED.worker_id)"
+)
+
 QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
     {
         "health.ping": "SELECT 1 AS ok",
@@ -64,15 +76,19 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
             "started_at, worker_id, trace_id, attempts) "
             "VALUES (%(job_id)s, %(function)s, %(params)s, %(source)s, 'in_progress', %(tries)s, "
             "%(enqueued_at)s, now(), %(worker_id)s, %(trace_id)s, "
-            "job_attempt_begin('[]', %(tries)s, %(worker_id)s)) "
-            "ON CONFLICT (job_id) DO UPDATE SET "
-            # A cancelled job is not started: the statement fails (V7__job_control.sql).
-            "status = CASE WHEN job.status = 'cancelled' THEN job_refuse_start(job.job_id) "
-            "ELSE 'in_progress' END, tries = coalesce(job.tries_base, 0) + EXCLUDED.tries, "
-            "started_at = now(), finished_at = NULL, error = NULL, worker_id = EXCLUDED.worker_id, "
-            "trace_id = coalesce(job.trace_id, EXCLUDED.trace_id), "
-            "attempts = job_attempt_begin(job.attempts, "
-            "coalesce(job.tries_base, 0) + EXCLUDED.tries, EXCLUDED.worker_id)"
+            "job_attempt_begin('[]', %(tries)s, %(worker_id)s)) " + _START_CONFLICT
+        ),
+        # The starts of one group commit (ledger/writer.py) in one statement: the same upsert
+        # for many rows, given as one JSON array, so the statement-level triggers on job (the
+        # counters, the minutes) run once a batch instead of once a job.
+        "job.start_many": (
+            "INSERT INTO job (job_id, function, params, source, status, tries, enqueued_at, "
+            "started_at, worker_id, trace_id, attempts) "
+            "SELECT w.job_id, w.function, w.params, w.source, 'in_progress', w.tries, "
+            "w.enqueued_at, now(), w.worker_id, w.trace_id, "
+            "job_attempt_begin('[]', w.tries, w.worker_id) FROM jsonb_to_recordset(%(writes)s) "
+            "AS w (job_id text, function text, params jsonb, source text, tries integer, "
+            "enqueued_at timestamptz, worker_id text, trace_id text) " + _START_CONFLICT
         ),
         # A run's end is recorded only while the row says it is running: a job cancelled (or
         # retried) meanwhile keeps what the cancel (or retry) wrote.
@@ -80,6 +96,14 @@ QUERIES: Final[Mapping[str, LiteralString]] = MappingProxyType(
             "UPDATE job SET status = 'succeeded', result = %(result)s, error = NULL, "
             "finished_at = now(), attempts = job_attempt_end(attempts, 'succeeded', NULL) "
             "WHERE job_id = %(job_id)s AND status = 'in_progress'"
+        ),
+        # Many of them in one statement (as job.start_many); a JSON null result stays one.
+        "job.succeed_many": (
+            "UPDATE job SET status = 'succeeded', result = coalesce(w.result, 'null'), "
+            "error = NULL, finished_at = now(), "
+            "attempts = job_attempt_end(job.attempts, 'succeeded', NULL) "
+            "FROM jsonb_to_recordset(%(writes)s) AS w (job_id text, result jsonb) "
+            "WHERE job.job_id = w.job_id AND job.status = 'in_progress'"
         ),
         "job.fail": (
             "UPDATE job SET status = 'failed', error = %(error)s, finished_at = now(), "

@@ -13,6 +13,13 @@ full worker waits for its next free slot, not for the next poll. Measured with `
 on 2 cores: 40% less CPU per no-op job, and 25 ms jobs at max_jobs=10 went from 60% to 80%
 of the ideal rate. Everything else (running, retries, results, aborts) stays arq's.
 
+It also replaces arq's `Worker._poll_iteration` with one that makes two Redis round trips
+fewer a poll (100 polls a second): arq's read of its own queue, which the claim does not use
+(it reads the three priorities' queues itself), and, while no job runs here, arq's check of
+its abort set (an abort cancels only a job that runs; one that starts later is refused by
+arq's run_job, which reads the set itself). Measured on an idle worker: 8-9% of a core
+before, 4-5% after, as before the priorities and job control.
+
 The one module besides the queue package that imports arq, and the only one that touches
 its Worker's members: `install` applies it to the arq version it was written for, and only to that.
 """
@@ -137,7 +144,9 @@ MAX_CLAIM_SCAN = 10_000
 # How long start_jobs keeps claiming before it gives arq's main loop a turn (finished tasks
 # are forgotten there, and the health check is written).
 CLAIM_SPELL_S = 0.5
-ARQ_START_JOBS = Worker.start_jobs  # arq's own, for `make bench --stock`
+# arq's own, for `make bench --stock` (uninstall).
+ARQ_START_JOBS = Worker.start_jobs
+ARQ_POLL_ITERATION = Worker._poll_iteration
 
 
 class Claimer:
@@ -235,6 +244,22 @@ async def _start_jobs(self: Worker, job_ids: list[bytes]) -> None:
             return
 
 
+async def _poll_iteration(self: Worker) -> None:
+    """Worker._poll_iteration of arq 0.28, less its read of its own queue (start_jobs claims
+    from all three queues itself) and less the abort check while no job runs here."""
+    if self.burst and self.max_burst_jobs >= 0 and self.max_burst_jobs <= self._jobs_started():
+        return
+    if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+        await self.start_jobs([])
+    if self.allow_abort_jobs and self.job_tasks:
+        await self._cancel_aborted_jobs()
+    for job_id, task in list(self.tasks.items()):
+        if task.done():
+            del self.tasks[job_id]
+            task.result()  # an error of run_job comes out here, as in arq
+    await self.heart_beat()
+
+
 def install() -> bool:
     """Claim in batches from now on; False (arq's own claim stays) on another arq version."""
     if ARQ_VERSION != CLAIM_FOR_ARQ:
@@ -245,4 +270,11 @@ def install() -> bool:
         )
         return False
     Worker.start_jobs = _start_jobs  # type: ignore[method-assign]
+    Worker._poll_iteration = _poll_iteration  # type: ignore[method-assign]
     return True
+
+
+def uninstall() -> None:
+    """arq's own claim and poll again (`make bench --stock`)."""
+    Worker.start_jobs = ARQ_START_JOBS  # type: ignore[method-assign]
+    Worker._poll_iteration = ARQ_POLL_ITERATION  # type: ignore[method-assign]
