@@ -40,22 +40,29 @@ async def _act(job_id: str, act: Callable[[], Awaitable[dict[str, Any]]]) -> Res
     return json_response(record, status.HTTP_202_ACCEPTED, headers=location)
 
 
-@router.post(
-    "/{job_id}/cancel",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobRecord,
-    dependencies=[Depends(require_write)],
-    responses={
-        **WRITE_REFUSALS,
-        404: NOT_FOUND,
-        409: {
-            "model": Problem,
-            "description": "The job has finished (succeeded, failed or cancelled): nothing "
-            "to cancel. The body says its status.",
+def _control(path: str, summary: str, conflict: str) -> Callable[[Any], Any]:
+    """The route decorator both actions share: API_TOKEN, a JobRecord with 202, and the
+    refusals; only the 409's meaning differs."""
+    return router.post(
+        path,
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=JobRecord,
+        dependencies=[Depends(require_write)],
+        responses={
+            **WRITE_REFUSALS,
+            404: NOT_FOUND,
+            409: {"model": Problem, "description": conflict},
+            503: UNAVAILABLE,
         },
-        503: UNAVAILABLE,
-    },
-    summary="Cancel a queued or running job",
+        summary=summary,
+    )
+
+
+@_control(
+    "/{job_id}/cancel",
+    "Cancel a queued or running job",
+    "The job has finished (succeeded, failed or cancelled): nothing to cancel. The body says "
+    "its status.",
 )
 async def cancel(job_id: str, pool: PoolDep, hand_over: HandOverDep) -> Response:
     """`202`: the ledger says `cancelled` for good. A queued job never starts; a running one is
@@ -66,22 +73,11 @@ async def cancel(job_id: str, pool: PoolDep, hand_over: HandOverDep) -> Response
     return await _act(job_id, lambda: cancel_job(pool, hand_over, job_id))
 
 
-@router.post(
+@_control(
     "/{job_id}/retry",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobRecord,
-    dependencies=[Depends(require_write)],
-    responses={
-        **WRITE_REFUSALS,
-        404: NOT_FOUND,
-        409: {
-            "model": Problem,
-            "description": "The job is not failed or cancelled (queued, running or "
-            "succeeded): it is not run again. The body says its status.",
-        },
-        503: UNAVAILABLE,
-    },
-    summary="Run a failed or cancelled job again",
+    "Run a failed or cancelled job again",
+    "The job is not failed or cancelled (queued, running or succeeded): it is not run again. "
+    "The body says its status.",
 )
 async def retry(job_id: str, pool: PoolDep, hand_over: HandOverDep) -> Response:
     """`202`: the job is `queued` again under the same id, at the back of the queue, and will
