@@ -212,13 +212,15 @@ PRIORITY_LISTS: dict[str, dict[str, Any]] = {
     "default+rare status": {"priority": "default", "status": "cancelled"},
 }
 # These must walk one of V10's partial indexes (job_priority_*), not filter another index.
+# Not "low+rare status+function": a `queued` filter may as well walk V3's job_unfinished_idx,
+# which holds only the unfinished rows (the planner took either in full runs); _check_plan
+# still holds it to an index and the time limit.
 ON_PRIORITY_INDEX = {
     "high",
     "low",
     "high+status",
     "high+function",
     "high+status+function",
-    "low+rare status+function",
     "high+status+function, page 2",
     "low, oldest first, page 2",
 }
