@@ -5,6 +5,7 @@ A service that is not there fails the test with what to do; nothing is skipped.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -27,6 +28,17 @@ async def database(settings: Settings) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.close()
+
+
+@pytest.fixture
+async def function(database: Database) -> AsyncIterator[str]:
+    """A job function name of this test alone: the stack's jobs never count under it, so the
+    test's rows, counters and per-minute rollup are its own (all deleted afterwards)."""
+    name = f"test-fn-{uuid.uuid4().hex[:10]}"
+    yield name
+    async with database[Role.ADMIN].connection() as conn:
+        for table in ("job", "job_minute", "job_count"):
+            await conn.execute(f"DELETE FROM {table} WHERE function = %s", [name])
 
 
 @pytest.fixture

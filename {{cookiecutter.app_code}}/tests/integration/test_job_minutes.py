@@ -10,9 +10,7 @@ table, and the clean-up cron deletes old minutes.
 from __future__ import annotations
 
 import random
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import psycopg
@@ -28,16 +26,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 # Queue waits (s) of the test's jobs; the last three finish in one statement.
 WAITS = [0.0004, 0.002, 0.05, 0.05, 0.3, 2.0, 40.0, 7000.0]
 FAILS = {1, 4}  # indexes of the jobs that fail one by one
-
-
-@pytest.fixture
-async def function(database: Database) -> AsyncIterator[str]:
-    """A function name of this test alone (the stack's jobs never count under it)."""
-    name = f"test-minutes-{uuid.uuid4().hex[:10]}"
-    yield name
-    async with database[Role.ADMIN].connection() as conn:
-        await conn.execute("DELETE FROM job WHERE function = %s", [name])
-        await conn.execute("DELETE FROM job_minute WHERE function = %s", [name])
 
 
 async def rollup(database: Database, function: str) -> Counter[tuple[str, int]]:

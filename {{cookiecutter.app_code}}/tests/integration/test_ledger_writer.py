@@ -6,8 +6,6 @@ its own write."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,17 +18,6 @@ from {{ cookiecutter.app_code }}.db.pool import InvalidValue
 from {{ cookiecutter.app_code }}.ledger.writer import LedgerWriter, _grouped
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-
-@pytest.fixture
-async def function(database: Database) -> AsyncIterator[str]:
-    """A function name of this test alone: its rows, counts and minutes are the test's."""
-    name = f"test-writer-{uuid.uuid4().hex[:10]}"
-    yield name
-    async with database[Role.ADMIN].connection() as conn:
-        await conn.execute("DELETE FROM job WHERE function = %s", [name])
-        await conn.execute("DELETE FROM job_minute WHERE function = %s", [name])
-        await conn.execute("DELETE FROM job_count WHERE function = %s", [name])
 
 
 def start(job_id: str, function: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
