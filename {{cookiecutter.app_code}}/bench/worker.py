@@ -35,6 +35,7 @@ from arq.worker import Function, create_worker  # noqa: E402
 from {{ cookiecutter.app_code }}.jobs import JOBS, JobSpec, submittable  # noqa: E402
 from {{ cookiecutter.app_code }}.jobs.base import Ctx  # noqa: E402
 from {{ cookiecutter.app_code }}.ledger.tracking import tracked  # noqa: E402
+from {{ cookiecutter.app_code }}.worker import transactions  # noqa: E402
 from {{ cookiecutter.app_code }}.worker.claim import uninstall  # noqa: E402
 from {{ cookiecutter.app_code }}.worker.logs import job_lines  # noqa: E402
 from {{ cookiecutter.app_code }}.worker.main import SETTINGS, WorkerSettings  # noqa: E402
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
         asyncio.set_event_loop(asyncio.new_event_loop())
         uninstall()  # arq's claim, one job at a time, and its poll
+        transactions.uninstall()  # a Redis round trip per transaction, as redis-py makes them
         job_lines(True)  # arq logs two lines per job
     if args.poll_delay is not None:
         overrides["poll_delay"] = args.poll_delay

@@ -38,7 +38,7 @@ from ..queue import (
     redis_settings,
     serialize,
 )
-from . import claim
+from . import claim, transactions
 from .logs import job_lines
 from .metrics import job_metrics
 from .metrics import serve as serve_metrics
@@ -56,6 +56,7 @@ def install() -> Settings:
     setup_logging(settings.log_level)
     _use_uvloop()
     claim.install()
+    transactions.install()
     job_lines(settings.worker_log_jobs)
     return settings
 
