@@ -31,6 +31,8 @@ from arq.connections import ArqRedis
 from redis.asyncio.client import Pipeline, Redis
 from redis.exceptions import ResponseError
 
+from ..core.tracing import quiet
+
 Command = tuple[tuple[Any, ...], Mapping[str, Any]]
 Waiting = tuple[list[Command], "asyncio.Future[list[Any]]"]
 _GROUP = "_transaction_group"
@@ -51,8 +53,8 @@ class TransactionGroup:
         error in place of the reply of a command Redis refused)."""
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._pending.append((commands, done))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush_all())
+        if self._flusher is None:  # in no job's context: the group is every caller's
+            self._flusher = asyncio.create_task(self._flush_all(), context=quiet())
         return await done
 
     async def _flush_all(self) -> None:
