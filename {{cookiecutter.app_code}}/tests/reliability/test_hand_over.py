@@ -5,7 +5,8 @@ accepted job still reaches its priority's queue in Redis, exactly once, by the A
 failed hand-over is retried on a fresh connection, with the jobs committed meanwhile.
 
 The deadline is generous (the machine is shared): what is checked is that the jobs get there
-without the dispatcher, not how fast."""
+without the dispatcher, not how fast. An operator sees the outage in the API's `/metrics`:
+the jobs waiting for the hand-over, the oldest one's age, the failed tries."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from {{ cookiecutter.app_code }}.core.config import Settings
 from {{ cookiecutter.app_code }}.db import Database, Role
@@ -132,6 +135,70 @@ def test_jobs_accepted_while_redis_is_down_reach_it_when_back_without_a_dispatch
     assert_in_redis_once_each(rig, {**during, **after})
 
 
+APP = "{{ cookiecutter.app_code }}"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The API's hand-over metrics in one scrape of /metrics."""
+
+    waiting: float
+    oldest_age: float
+    failed_tries: float
+    left: float  # to the dispatcher, every reason
+
+
+def hand_over_seen(rig: Rig) -> Seen:
+    response = rig.api.get("/metrics", headers=rig.read_auth)
+    assert response.status_code == 200, response.text[:300]
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            values[sample.name] = values.get(sample.name, 0.0) + sample.value
+    names = [f"{APP}_hand_over_{name}" for name in ("waiting", "oldest_age_seconds")]
+    names += [f"{APP}_hand_over_{name}_total" for name in ("failed_tries", "left")]
+    missing = [name for name in names if name not in values]
+    assert not missing, f"/metrics does not serve {missing}"
+    return Seen(*(values[name] for name in names))
+
+
+def test_the_api_metrics_show_the_jobs_waiting_for_redis_and_the_failed_tries(
+    rig: Rig, no_dispatcher: None
+) -> None:
+    """While Redis is down, the API's /metrics shows every job accepted since the outage as
+    waiting for the hand-over, the oldest one's age and the failed tries growing; once Redis
+    is back, none waits, the tries stop failing, and each job is in Redis once."""
+    assert_in_redis_once_each(rig, submit(rig, "calm", 2))
+    calm = hand_over_seen(rig)
+    assert (calm.waiting, calm.oldest_age) == (0, 0), calm
+    kill_redis(rig)
+    try:
+        during = submit(rig, "out-first", 1)
+        first_answered = time.monotonic()
+        seen: list[Seen] = []
+        for n in range(4):  # over ~5 s: the back-off (at most 1 s) tries again in each pause
+            during |= submit(rig, f"out{n}-", 4)
+            asked = time.monotonic()
+            seen.append(hand_over_seen(rig))
+            assert seen[-1].waiting == len(during), seen
+            assert seen[-1].oldest_age >= asked - first_answered, seen
+            time.sleep(1.2)
+        tries = [calm.failed_tries] + [s.failed_tries for s in seen]
+        assert tries == sorted(set(tries)), f"the failed tries do not grow: {tries}"
+    finally:
+        rig.stack.start_redis(rig.settings)
+    assert_in_redis_once_each(rig, during)
+    back = hand_over_seen(rig)
+    deadline = time.monotonic() + DEADLINE_S
+    while back.waiting and time.monotonic() < deadline:  # the jobs are in Redis: at once
+        time.sleep(0.1)
+        back = hand_over_seen(rig)
+    assert (back.waiting, back.oldest_age) == (0, 0), back
+    assert back.left == calm.left, "jobs were left to the dispatcher"
+    time.sleep(1.5)  # longer than the back-off: a try still failing would show
+    assert hand_over_seen(rig).failed_tries == back.failed_tries
+
+
 KEEP = 50  # the test's KEEP_MAX
 
 
@@ -167,10 +234,15 @@ async def _redis_away(settings: Settings) -> tuple[int, int, float]:
                 await asyncio.sleep(0.05)
             assert hand_over.failed_tries > tries, "the hand-over stopped trying"
             waiting = hand_over.waiting
+            # What the API's metrics export: every try counted, every job left counted once.
+            assert hand_over.failed_total == hand_over.failed_tries
+            assert hand_over.left_total == {"keep_max": 200 - waiting, "error": 0, "shutdown": 0}
+            assert hand_over.oldest_age() > 2.5  # the first jobs came ~3 s ago, none went
         finally:
             start = time.monotonic()
             await hand_over.aclose()
             closing = time.monotonic() - start
             await hand_over.arq.aclose()
-        assert hand_over.waiting == 0
+        assert (hand_over.waiting, hand_over.oldest_age()) == (0, 0)
+        assert hand_over.left_total["shutdown"] == waiting
         return tries, waiting, closing

@@ -29,8 +29,8 @@ from ..ledger.submit import HandOver
 from ..queue import QueueUnavailable, client, redis_ok, where
 from .fast_path import FastSubmit
 from .middleware import BodySizeLimit, SecurityHeaders
+from .observe import hand_over_metrics, watch
 from .observe import install as install_observability
-from .observe import pool_watch, scrape_state
 from .responses import database_unavailable
 from .routes import batches, control, docs, health, jobs, login, metrics
 from .session import install as install_sessions
@@ -72,10 +72,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.collect()
     gc.freeze()
     try:
-        async with pool_watch(scrape_state(app.state)):
+        async with watch(app.state):
             yield
     finally:
         await app.state.hand_over.aclose()  # what is pending goes to Redis (or the dispatcher)
+        hand_over_metrics(app.state.hand_over)  # what it left (kept with PROMETHEUS_MULTIPROC_DIR)
         await app.state.arq.aclose()
         await app.state.database.close()
         await app.state.page_database.close()

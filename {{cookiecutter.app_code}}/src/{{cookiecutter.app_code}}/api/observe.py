@@ -4,6 +4,10 @@
   `ledger/submit.py` (`core/metrics.submitted`, `core/tracing.current_ids`).
 - `RequestMetrics`: `{{ cookiecutter.app_code }}_http_request_duration_seconds{method,route,status}`,
   by route template (so /api/v1/jobs/{job_id} is one series, not one per job).
+- `live_gauges`: what this process holds now, written every 2 s (`watch`) and at each scrape
+  it answers: its pools' connections, and the jobs its hand-over to Redis holds
+  (ledger/submit.py's `HandOver` keeps the counts; a job that goes through costs no metric
+  call).
 - `TraceResponse`: every answer carries a `traceparent` header; without the SDK (no
   OTEL_EXPORTER_OTLP_ENDPOINT) it continues the request's `traceparent` or starts a trace
   itself, so a job's trace id is known either way.
@@ -18,10 +22,11 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.datastructures import MutableHeaders
@@ -32,6 +37,7 @@ from ..core.tracing import attached, current_traceparent, setup_tracing, start_c
 from ..db import Database, Role, get_many
 from ..db.helpers import Conn
 from ..db.pool import Pool
+from ..ledger.submit import LEFT_REASONS, HandOver
 from .middleware import HttpMiddleware
 
 log = logging.getLogger(__name__)
@@ -48,7 +54,30 @@ POOL_CONNECTIONS = Gauge(
     ["role", "pool", "state"],
     multiprocess_mode="livesum",
 )
-# How often each API process writes its pools' gauges (and at every scrape it answers).
+# The hand-over to Redis (ledger/submit.py). Gauges: a sum over the live processes (the jobs
+# of a dead one are the dispatcher's), the oldest the oldest of any; counters: every process's.
+HAND_OVER_WAITING = Gauge(
+    metric("hand_over_waiting"),
+    "Jobs accepted (committed) that the API has not handed to Redis yet",
+    multiprocess_mode="livesum",
+)
+HAND_OVER_OLDEST = Gauge(
+    metric("hand_over_oldest_age_seconds"),
+    "Seconds the oldest job waiting for the hand-over to Redis has waited (0 when none waits)",
+    multiprocess_mode="livemax",
+)
+HAND_OVER_FAILED = Counter(
+    metric("hand_over_failed_tries"), "Hand-overs to Redis that failed (each tried again)"
+)
+HAND_OVER_LEFT = Counter(
+    metric("hand_over_left"),
+    "Accepted jobs the API left to the dispatcher: keep_max (more waited while Redis failed), "
+    "error, shutdown",
+    ["reason"],
+)
+for _reason in LEFT_REASONS:  # every series from the start, at 0: rate() sees the first one
+    HAND_OVER_LEFT.labels(_reason)
+# How often each API process writes its live gauges (and at every scrape it answers).
 POOL_EVERY_S = 2.0
 UNMATCHED = "<unmatched>"
 
@@ -131,13 +160,43 @@ def pool_gauges(pools: dict[str, Database]) -> None:
         POOL_CONNECTIONS.labels("app", name, "waiting").set(stats.get("requests_waiting", 0))
 
 
+@dataclass
+class _Counted:
+    """What of the hand-over's running totals this process's counters have had so far."""
+
+    failed: int = 0
+    left: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LEFT_REASONS, 0))
+
+
+_counted = _Counted()  # one HandOver a process (api/main.py's)
+
+
+def hand_over_metrics(hand_over: HandOver) -> None:
+    """Write the hand-over's gauges, and add to its counters what it counted since."""
+    HAND_OVER_WAITING.set(hand_over.waiting)
+    HAND_OVER_OLDEST.set(hand_over.oldest_age())
+    if hand_over.failed_total > _counted.failed:
+        HAND_OVER_FAILED.inc(hand_over.failed_total - _counted.failed)
+        _counted.failed = hand_over.failed_total
+    for reason, n in hand_over.left_total.items():
+        if n > _counted.left[reason]:
+            HAND_OVER_LEFT.labels(reason).inc(n - _counted.left[reason])
+            _counted.left[reason] = n
+
+
+def live_gauges(state: Any) -> None:
+    """What this process holds now: its pools' connections, its hand-over's jobs."""
+    pool_gauges(scrape_state(state))
+    hand_over_metrics(state.hand_over)
+
+
 @contextlib.asynccontextmanager
-async def pool_watch(pools: dict[str, Database]) -> AsyncIterator[None]:
-    """Keep the pool gauges current while the API runs (a scrape reaches one process only)."""
+async def watch(state: Any) -> AsyncIterator[None]:
+    """Keep the live gauges current while the API runs (a scrape reaches one process only)."""
 
     async def loop() -> None:
         while True:
-            pool_gauges(pools)
+            live_gauges(state)
             await asyncio.sleep(POOL_EVERY_S)
 
     task = asyncio.create_task(loop())

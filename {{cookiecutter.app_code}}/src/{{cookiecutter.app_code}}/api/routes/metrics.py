@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from ...core.metrics import CONTENT_TYPE, exposition
 from ...ledger.reads import page_reads
 from ..deps import PagePoolDep, require_read
-from ..observe import ledger_gauges, pool_gauges, scrape_state
+from ..observe import ledger_gauges, live_gauges
 
 router = APIRouter(tags=["metrics"])
 
@@ -26,7 +26,7 @@ router = APIRouter(tags=["metrics"])
 )
 async def metrics(request: Request, pool: PagePoolDep) -> Response:
     """Prometheus text format; 401 without a token, 503 without PostgreSQL (no half scrape)."""
-    pool_gauges(scrape_state(request.app.state))
+    live_gauges(request.app.state)
     async with page_reads(pool) as conn:
         ledger = await ledger_gauges(conn)
     return Response(exposition([ledger]), media_type=CONTENT_TYPE)
