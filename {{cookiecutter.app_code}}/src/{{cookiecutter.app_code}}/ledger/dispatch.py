@@ -18,6 +18,11 @@ are not finished and compares each with what arq holds for it:
 
 A cancelled row is finished: it is never delivered again.
 
+Most unfinished rows are simply waiting in their queue (always, while a backlog drains), so a
+sweep first reads which ids wait in arq's queues with their job key (queue/waiting.py, a few
+script calls) and the unfinished rows' ids (one query), and checks one by one only the rows
+whose id did not wait (`Dispatcher.sweep` says why that is as safe as checking them all).
+
 It sweeps every SWEEP_EVERY_S, and at once when the API says (NOTIFY) that it could not hand
 a job over. Delivery is arq's own idempotent enqueue, so two dispatchers, or a dispatcher and
 the API, can never queue a job twice; settling never overwrites an end a worker recorded.
@@ -55,21 +60,27 @@ from ..queue import (
     queue_for,
     requeue,
     retry_marker,
+    waiting,
 )
 from .writer import DB_ERRORS
 
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY_S = 2.0
-# A sweep costs in proportion to the unfinished rows (each read from PostgreSQL, four Redis
-# reads each): with a backlog of 20,000 batch jobs, sweeps every 2 s took a third of the
-# worker process's CPU (py-spy under `make bench`) and it drained at half a bench worker's
-# rate. So the next periodic sweep waits at least this many times as long as the last one
-# took: the dispatcher keeps under ~1/(1 + factor) of its process, and a small backlog (a
-# sweep of milliseconds) is still swept every SWEEP_EVERY_S.
+# A sweep costs in proportion to the rows it must check one by one (`holdings`: five Redis
+# reads each, the row read in full, maybe an enqueue): the rows whose job waits in its queue
+# cost ~1.5 us each (`waiting`, one array of ids from the ledger). A sweep of 20,000 waiting
+# batch jobs took ~2.8 s of the worker process's CPU when every row was checked, ~30 ms now.
+# The rows to check are many only when Redis lost many jobs (a FLUSHALL, a failover to an empty
+# replica): then the work is real, and the next periodic sweep waits at least this many times
+# as long as the last one took, so the dispatcher keeps under ~1/(1 + factor) of its process
+# while the worker runs what it delivered; a cheap sweep is still repeated every SWEEP_EVERY_S.
 SWEEP_PAUSE_FACTOR = 10.0
-# A periodic sweep leaves rows younger than this to the API's own hand-over (it is in flight).
+# A periodic sweep leaves rows younger than this to the API's own hand-over (it is in flight:
+# the row commits before the job reaches Redis, so a young row missing from the queues is
+# usually not lost; checking it would race the hand-over for nothing).
 MIN_AGE_S = 1.0
+# Rows read in full and checked one by one (`holdings`) at a time.
 PAGE = 500
 # A sweep walks at most this many unfinished rows; the next one goes on from the start.
 MAX_ROWS_PER_SWEEP = 50_000
@@ -123,6 +134,7 @@ class Sweep:
     """What one sweep saw and did (logged when it did anything)."""
 
     rows: int = 0
+    waiting: int = 0  # rows whose job waited in its queue (`waiting`): not checked one by one
     delivered: int = 0
     requeued: int = 0
     settled: int = 0
@@ -180,33 +192,54 @@ class Dispatcher:
                     woken = True
 
     async def sweep(self, min_age_s: float = MIN_AGE_S) -> Sweep:
-        """Walk the unfinished rows, oldest first, and make Redis and the ledger agree."""
+        """Make Redis and the ledger agree for the unfinished rows (the oldest
+        MAX_ROWS_PER_SWEEP): those whose job waits in its queue at once, the rest one by one.
+
+        First what waits in arq's queues (`waiting`: ids whose job key exists), then the
+        unfinished rows' ids. A row whose id waited in its own priority's queue or arq's (where
+        claimed jobs wait) is what `holdings` calls QUEUED, and `decide` does nothing for it:
+        it is neither read in full nor checked again. Why that is as safe as the check:
+
+        - The snapshot is taken before the ledger is read, so it shows arq as it was a little
+          earlier than a check of the row would have (by at most this sweep's duration). A
+          change in that window (arq finished the job and the worker could not record the
+          end, Redis lost it, a retry replaced it) is acted on by the next sweep (pause_after)
+          instead of this one, as a change just after a row's check always was: the
+          guarantees stand, and only changes within that window wait one sweep longer.
+        - The snapshot claims nothing `holdings` would not: an entry whose job key is gone (a
+          worker would find no job) is not in it, nor is a job key with no entry (an orphan).
+        - Whatever the snapshot left out (a job handed over after it, the entries beyond
+          WAITING_MAX, entries the queues' churn between chunks hid) gets the full check,
+          as every row did before: omissions cost CPU, never an action.
+        - A cancelled row is finished: it is neither read nor delivered.
+        """
         self.sweeps += 1
         seen = Sweep()
-        after: tuple[Any, str] = ("-infinity", "")
-        while seen.rows < MAX_ROWS_PER_SWEEP:
-            rows = await get_many(
-                self.db,
-                "dispatch.unfinished",
-                {
-                    "after_at": after[0],
-                    "after_id": after[1],
-                    "min_age_s": min_age_s,
-                    "limit": PAGE,
-                },
+        queue = self.settings.queue_name
+        in_queue = await waiting(self.arq, queue)
+        groups = await get_many(
+            self.db,
+            "dispatch.unfinished",
+            {"min_age_s": min_age_s, "limit": MAX_ROWS_PER_SWEEP},
+        )
+        check: list[str] = []
+        for group in groups:  # one a priority
+            own, claimed = in_queue[queue_for(queue, group["priority"])], in_queue[queue]
+            seen.rows += len(group["job_ids"])
+            check += [i for i in group["job_ids"] if i not in own and i not in claimed]
+        seen.waiting = seen.rows - len(check)
+        for start in range(0, len(check), PAGE):
+            ids = check[start : start + PAGE]
+            await self._reconcile(
+                await get_many(self.db, "dispatch.unfinished_rows", {"job_ids": ids}), seen
             )
-            if not rows:
-                break
-            seen.rows += len(rows)
-            await self._reconcile(rows, seen)
-            after = (rows[-1]["enqueued_at"], rows[-1]["job_id"])
-            if len(rows) < PAGE:
-                break
         if seen:
             log.warning(
-                "dispatcher: %d unfinished jobs checked: %d delivered again (Redis had lost "
-                "them), %d put back in the queue, %d settled from arq's outcome",
+                "dispatcher: %d unfinished jobs checked (%d waiting in their queue): %d "
+                "delivered again (Redis had lost them), %d put back in the queue, %d settled "
+                "from arq's outcome",
                 seen.rows,
+                seen.waiting,
                 seen.delivered,
                 seen.requeued,
                 seen.settled,
@@ -214,6 +247,9 @@ class Dispatcher:
         return seen
 
     async def _reconcile(self, rows: list[dict[str, Any]], seen: Sweep) -> None:
+        """Check each row with `holdings` (five reads a row, one round trip) and act."""
+        if not rows:
+            return
         queue = self.settings.queue_name
         held = await holdings(self.arq, queue, [(r["job_id"], r["priority"]) for r in rows])
         settle_ok: list[dict[str, Any]] = []

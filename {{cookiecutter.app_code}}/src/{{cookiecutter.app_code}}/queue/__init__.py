@@ -38,6 +38,7 @@ from .names import (
     turns_key,
 )
 from .registry import cron_job, job_function, next_run
+from .waiting import waiting
 
 # arq's types are re-exported for the packages that reach arq only through this one: the Redis
 # client's type, a job coroutine's type, arq's Retry (run the job again), the worker settings'.
@@ -83,5 +84,6 @@ __all__ = [
     "serialize_fast",
     "traced",
     "turns_key",
+    "waiting",
     "where",
 ]
