@@ -30,12 +30,12 @@ from .names import all_queues
 
 # Queue entries one script call reads at the most. Redis runs a script without interleaving
 # other clients, and this one costs Redis ~2-3 us an entry (ZRANGE, and EXISTS on its job key):
-# 10-15 ms a call of 5,000 on the bench machine, a wait a claim or a hand-over may see, only
-# while that many jobs wait, when a job's wait is the backlog's anyway (an idle stack's queues
-# are read in one short call). Smaller chunks cost the worker more: a snapshot of 20,000 ids
-# took ~20 ms of its CPU in chunks of 1,000, ~10 ms in chunks of 5,000 (round trips, most of
-# it the event loop's and the kernel's).
-WAITING_CHUNK = 5_000
+# 2-3 ms a call of 1,000 on the bench machine, a wait every claim and hand-over may see while
+# a backlog waits. Chunks of 5,000 (10-15 ms a call) saved the worker ~10 ms of CPU a snapshot
+# of 20,000 ids (20 -> 10 ms, once a sweep, every 2 s at most: under 0.5% of a core), but a
+# `high` job submitted during a `low` backlog should start within milliseconds, not wait behind
+# the snapshot: the shorter stall wins.
+WAITING_CHUNK = 1_000
 # Entries read at the most over all queues: a sweep walks at most MAX_ROWS_PER_SWEEP rows
 # (ledger/dispatch.py), so a larger backlog is not read whole; the rows of ids not read get
 # the full check (correct, only dearer).
